@@ -1,0 +1,1 @@
+//! The control-room service. Not built yet: issue #6.

@@ -1,0 +1,1 @@
+//! Edge box configuration (being built: issue #2).

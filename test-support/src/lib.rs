@@ -1,0 +1,1 @@
+//! Dev-only test support (being built: issue #2).
