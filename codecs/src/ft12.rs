@@ -2,9 +2,11 @@
 //! layer the German TLS uses on serial lines to counting stations (the [`crate::tls`] OSI 3/7
 //! data rides in the user data of variable frames).
 //!
-//! Wire format (all facts from IEC 60870-5-1 §6.2.4 "FT1.2" and IEC 60870-5-2 §5, as also
+//! Wire format (IEC 60870-5-1 frame format FT1.2 and the IEC 60870-5-2 control field, as
 //! documented publicly for the -101/-102/-103 companion standards, e.g. Beckhoff's
-//! "IEC 60870-5-10x telegram structure" pages and Wireshark's `iec60870_101` dissector):
+//! "IEC 60870-5-10x telegram structure" pages and Wireshark's `iec60870_101` dissector
+//! fields; the TLS use follows the open link layer `Tc57Frame` of the German
+//! traffic-control reference software `datenverteiler/de.bsvrz.kex.tls.osi2osi3`):
 //!
 //! ```text
 //! variable length   68 L L 68 C A… data… CS 16    L = 1 + address octets + len(data)
@@ -15,23 +17,25 @@
 //! - `CS` is the arithmetic sum modulo 256 of every octet from `C` up to the last user data
 //!   octet (for the variable frame: everything between the second `68` and `CS`).
 //! - `L` is repeated; both copies and the second `68` must match. `L` is one octet, so with
-//!   the usual one-octet address (TLS) a frame carries at most 253 user data octets.
-//! - The link address field has 0, 1 or 2 octets by system configuration (IEC 60870-5-101
-//!   §7.2.4 "link address field"); multi-octet values are sent least significant octet
-//!   first. TLS uses one octet, the default of [`Ft12::new`].
-//! - Control field `C` (IEC 60870-5-2 §5.1.2): bit 7 RES (DIR in balanced mode), bit 6 PRM
-//!   (message from the primary station), bit 5 FCB (primary) / ACD (secondary), bit 4 FCV
-//!   (primary) / DFC (secondary), bits 3..0 the function code. See [`Control`] and
-//!   [`function`].
-//! - Single control character: `E5` is the positive acknowledgement used in place of a
-//!   fixed "ACK" / "no data" frame. IEC 60870-5-2 also mentions a single character `A2`
-//!   (NACK) for some formats; the public material found for FT1.2 as used here (the
-//!   companion standard pages above, which list only `E5`, and the open TLS link layer of
-//!   the German traffic-control reference software `de.bsvrz.kex.tls.osi2osi3`, which emits
-//!   only `E5`) does not confirm it, so `A2` is not accepted: it is treated as garbage.
+//!   the one-octet address used by TLS a frame carries at most 253 user data octets (the
+//!   same limit `Tc57Frame` enforces).
+//! - The link address field has 0, 1 or 2 octets by system configuration (the companion
+//!   standards leave it to the system); multi-octet values are sent least significant
+//!   octet first, as every multi-octet field of IEC 60870-5. TLS uses one octet, the
+//!   default of [`Ft12::new`].
+//! - Control field `C`: bit 7 RES (DIR in balanced mode), bit 6 PRM (message from the
+//!   primary station), bit 5 FCB (primary) / ACD (secondary), bit 4 FCV (primary) / DFC
+//!   (secondary), bits 3..0 the function code. See [`Control`] and [`function`].
+//! - Single control character: `E5` acknowledges in place of a fixed frame (`Tc57Frame`
+//!   sends it instead of a secondary frame with control octet `00` "ACK" or `09` "no
+//!   data"). Whether FT1.2
+//!   also has a second single character (`A2`, NACK) could not be confirmed from public
+//!   material (the companion standard pages above name only `E5`), so `A2` is not
+//!   accepted: it is garbage like any other octet that starts no frame.
 //!
-//! No units: this layer carries octets. Frames carry no traffic data themselves; see
-//! [`Ft12Frame::tls`] for the TLS payload.
+//! No units: this layer carries octets. The traffic data is in the TLS payload of variable
+//! frames: [`Ft12Frame::tls`] decodes it (with errors), and the [`Observations`] impl of
+//! [`Ft12Frame`] yields its observations.
 
 use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::model::{Observation, Observations};
@@ -47,7 +51,7 @@ pub const SINGLE_ACK: u8 = 0xE5;
 /// Last octet of fixed and variable frames.
 pub const END: u8 = 0x16;
 
-/// Function codes of the control field (IEC 60870-5-2 §5.1.2, tables 1 and 2).
+/// Function codes of the control field (IEC 60870-5-2, unbalanced transmission).
 ///
 /// The function code alone is ambiguous: its meaning depends on [`Control::is_primary`].
 pub mod function {

@@ -47,11 +47,15 @@
 //! | 51 / 115 | + occupancy (%) (version 2) |
 //! | 52 / 116 | + net time gap, occupancy, sKfz, vKfz (version 3) |
 //!
-//! Types 49–52 carry both counts as one octet, 113–116 as u16 LE. Speeds are km/h, counts
-//! vehicles per interval; qKfz counts all vehicles, qLkwÄ the truck-like ones. The interval
-//! kind and length codes (type 48) are kept raw: their units are not established. Other FG1
-//! types (speed classes 53/117, version 5/6, per-vehicle "Einzelfahrzeugdaten") stay raw
-//! [`DeBlock`]s.
+//! Types 49–52 carry both counts as one octet, 113–116 as u16 LE (the test builder writes
+//! 16-bit values little-endian). The net time gap is in tenths of a second (the tests
+//! decode `153` as 15.3). Units not shown by those tests are taken from the German traffic
+//! data model the same values feed (`atg.verkehrsDatenKurzZeitIntervall` of the NERZ data
+//! catalogue, and the bitctrl test senders that fill it): counts are vehicles per interval
+//! (qKfz all vehicles, qLkwÄ the truck-like ones), speeds km/h, occupancy % (0–100). The
+//! interval kind and length codes (type 48) are kept raw: their units are not established.
+//! Other FG1 types (speed classes 53/117, versions 5/6, per-vehicle "Einzelfahrzeugdaten")
+//! stay raw [`DeBlock`]s.
 //!
 //! Mapping to [`IntervalReport`] (a project decision, not taken from TLS): lane = DE channel;
 //! volume = qKfz; speed_avg = count-weighted mean of vPkwÄ and vLkwÄ over the classes with
