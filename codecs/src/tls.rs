@@ -49,10 +49,11 @@
 //!
 //! Types 49–52 carry both counts as one octet, 113–116 as u16 LE (the test builder writes
 //! 16-bit values little-endian). The net time gap is in tenths of a second (the tests
-//! decode `153` as 15.3). Units not shown by those tests are taken from the German traffic
-//! data model the same values feed (`atg.verkehrsDatenKurzZeitIntervall` of the NERZ data
-//! catalogue, and the bitctrl test senders that fill it): counts are vehicles per interval
-//! (qKfz all vehicles, qLkwÄ the truck-like ones), speeds km/h, occupancy % (0–100). The
+//! decode `153` as 15.3). Units not shown by those tests are inferred from the German
+//! traffic-control software the same values feed (short-term data such as
+//! `atg.verkehrsDatenKurzZeitFs`, and bitctrl's `KzdTestSender`, which draws qKfz, qLkw,
+//! vPkw up to 140 and occupancy `b` up to 100): counts are vehicles per interval (qKfz all
+//! vehicles, qLkwÄ the truck-like ones), speeds km/h, occupancy % (0–100). The
 //! interval kind and length codes (type 48) are kept raw: their units are not established.
 //! Other FG1 types (speed classes 53/117, versions 5/6, per-vehicle "Einzelfahrzeugdaten")
 //! stay raw [`DeBlock`]s.
