@@ -24,6 +24,10 @@
 //! both the CRC parameters and that `body_len` excludes the CRC (they are fixtures in
 //! `testdata/ss125/`).
 //!
+//! The generator 0x11C = x²·(x⁶ + x² + x + 1) lacks the +1 term: every single-bit error is
+//! caught, but a byte xored with 0x47, 0x8E or 0xC9 passes the CRC at any position. That is
+//! the protocol's weakness; the codec cannot do better than check what the wire carries.
+//!
 //! # Messages interpreted
 //!
 //! Offsets are from the start of the body (IRIS `IntervalDataProperty.java`,
@@ -85,7 +89,9 @@
 //! `start` is `end − interval_s` only when [`Ss125::interval_s`] is configured, else `None`).
 //!
 //! Every other message id / shape is decoded as [`Z1Body::Raw`] with the typed header, and
-//! encodes back byte for byte.
+//! encodes back byte for byte. Typed bodies do too, except that a fixed24 flagged invalid is
+//! written back as `00 00 00` whatever other bits the sensor set (IRIS's first sample body
+//! has `00 51 23`), and timestamps drop sub-millisecond precision.
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Timelike, Utc};
 
@@ -143,7 +149,7 @@ impl SpeedUnit {
         }
     }
 
-    fn from_kmh(self, kmh: f64) -> f64 {
+    fn kmh_to_wire(self, kmh: f64) -> f64 {
         match self {
             Self::Kmh => kmh,
             Self::Mph => kmh / f64::from(KMH_PER_MPH),
@@ -167,7 +173,7 @@ impl LengthUnit {
         }
     }
 
-    fn from_m(self, m: f64) -> f64 {
+    fn m_to_wire(self, m: f64) -> f64 {
         match self {
             Self::Metre => m,
             Self::Foot => m / f64::from(M_PER_FT),
@@ -569,11 +575,11 @@ impl Ss125 {
     }
 
     fn speed_raw(&self, field: &'static str, kmh: Option<f32>) -> Result<u32, EncodeError> {
-        encode_fixed24(field, kmh.map(|v| self.speed_unit.from_kmh(f64::from(v))))
+        encode_fixed24(field, kmh.map(|v| self.speed_unit.kmh_to_wire(f64::from(v))))
     }
 
     fn length_raw(&self, field: &'static str, m: f32) -> Result<u16, EncodeError> {
-        encode_fixed16(field, self.length_unit.from_m(f64::from(m)))
+        encode_fixed16(field, self.length_unit.m_to_wire(f64::from(m)))
     }
 
     fn write_body(&self, body: &Z1Body, out: &mut Vec<u8>) -> Result<(), EncodeError> {
