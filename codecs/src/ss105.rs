@@ -654,7 +654,11 @@ mod tests {
     #[test]
     fn line_breaks_around_a_reply() {
         let codec = Ss105::default();
-        assert_eq!(codec.decode(b"Z00012XDEmpty~"), Ok(None), "waits for the line break");
+        assert_eq!(
+            codec.decode(b"Z00012XDEmpty~"),
+            Ok(None),
+            "waits for the line break"
+        );
         assert_eq!(codec.decode(b"Z00012XDEmpty~\r\n").unwrap().unwrap().1, 16);
         assert_eq!(codec.decode(b"Z00012XDEmpty~\n").unwrap().unwrap().1, 15);
         assert_eq!(codec.decode(b"Z00012XDEmpty~Z").unwrap().unwrap().1, 14);
@@ -671,7 +675,10 @@ mod tests {
         assert_eq!(codec.decode(b"Z1").unwrap_err().offset, 1);
         let err = codec.decode(b"Z00x").unwrap_err();
         assert_eq!(err.offset, 3);
-        assert!(matches!(err.kind, DecodeErrorKind::Field { field: "drop", .. }));
+        assert!(matches!(
+            err.kind,
+            DecodeErrorKind::Field { field: "drop", .. }
+        ));
         let err = codec.decode(b"Z00012X\x01").unwrap_err();
         assert_eq!(err.offset, 7);
     }
@@ -708,7 +715,11 @@ mod tests {
             })
         };
         assert!(codec.encode(&raw("XD", "0000"), &mut Vec::new()).is_err());
-        assert!(codec.encode(&raw("XV", "Failure"), &mut Vec::new()).is_err());
+        assert!(
+            codec
+                .encode(&raw("XV", "Failure"), &mut Vec::new())
+                .is_err()
+        );
         assert!(codec.encode(&raw("XV", "a~b"), &mut Vec::new()).is_err());
         assert!(codec.encode(&raw("XV", "1.0"), &mut Vec::new()).is_ok());
         let other = Ss105Frame::Request(Request {

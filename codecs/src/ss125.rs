@@ -127,7 +127,11 @@ pub fn crc8(data: &[u8]) -> u8 {
     data.iter().fold(0u8, |crc, &b| {
         let mut c = crc ^ b;
         for _ in 0..8 {
-            c = if c & 0x80 != 0 { (c << 1) ^ 0x1C } else { c << 1 };
+            c = if c & 0x80 != 0 {
+                (c << 1) ^ 0x1C
+            } else {
+                c << 1
+            };
         }
         c
     })
@@ -486,7 +490,10 @@ pub fn encode_fixed24(field: &'static str, v: Option<f64>) -> Result<u32, Encode
     let (int, frac) = (steps >> 8, steps & 0xFF);
     if v < 0.0 && steps > 0 {
         if int == 0 {
-            return Err(EncodeError::new(field, "values in (-1, 0) have no fixed24 form"));
+            return Err(EncodeError::new(
+                field,
+                "values in (-1, 0) have no fixed24 form",
+            ));
         }
         if int > 0x4000 {
             return Err(EncodeError::new(field, "out of the fixed24 range"));
@@ -575,7 +582,10 @@ impl Ss125 {
     }
 
     fn speed_raw(&self, field: &'static str, kmh: Option<f32>) -> Result<u32, EncodeError> {
-        encode_fixed24(field, kmh.map(|v| self.speed_unit.kmh_to_wire(f64::from(v))))
+        encode_fixed24(
+            field,
+            kmh.map(|v| self.speed_unit.kmh_to_wire(f64::from(v))),
+        )
     }
 
     fn length_raw(&self, field: &'static str, m: f32) -> Result<u16, EncodeError> {
@@ -592,7 +602,11 @@ impl Ss125 {
                 let (date, time) = encode_timestamp(&d.end)?;
                 out.extend(date.to_be_bytes());
                 out.extend(time.to_be_bytes());
-                put_u24(out, "speed_avg", self.speed_raw("speed_avg", d.speed_avg_kmh)?)?;
+                put_u24(
+                    out,
+                    "speed_avg",
+                    self.speed_raw("speed_avg", d.speed_avg_kmh)?,
+                )?;
                 put_u24(out, "volume", d.volume)?;
                 let occ = match d.occupancy {
                     None => u16::MAX,
@@ -605,7 +619,11 @@ impl Ss125 {
                 for c in d.class_counts {
                     put_u24(out, "class_counts", c)?;
                 }
-                put_u24(out, "speed_p85", self.speed_raw("speed_p85", d.speed_p85_kmh)?)?;
+                put_u24(
+                    out,
+                    "speed_p85",
+                    self.speed_raw("speed_p85", d.speed_p85_kmh)?,
+                )?;
                 put_u24(out, "headway", d.headway)?;
                 put_u24(out, "gap", d.gap)?;
                 out.extend([d.lane_count, d.approach_count]);
@@ -676,8 +694,7 @@ impl FrameCodec for Ss125 {
                 DecodeErrorKind::Length(body_len),
             ));
         }
-        let (Some(header), Some(&header_crc)) = (buf.get(..HEADER_LEN), buf.get(HEADER_LEN))
-        else {
+        let (Some(header), Some(&header_crc)) = (buf.get(..HEADER_LEN), buf.get(HEADER_LEN)) else {
             return Ok(None);
         };
         let computed = crc8(header);
@@ -832,8 +849,16 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2016-12-18T22:17:32.718+00:00");
         assert_eq!(encode_timestamp(&t), Ok((0x000F_C192, 0x0591_82CE)));
         assert_eq!(decode_timestamp(0, 0), None, "month 0");
-        assert_eq!(decode_timestamp(2016 << 9 | 2 << 5 | 30, 0), None, "30 February");
-        assert_eq!(decode_timestamp(2016 << 9 | 1 << 5 | 1, 1000), None, "1000 ms");
+        assert_eq!(
+            decode_timestamp(2016 << 9 | 2 << 5 | 30, 0),
+            None,
+            "30 February"
+        );
+        assert_eq!(
+            decode_timestamp(2016 << 9 | 1 << 5 | 1, 1000),
+            None,
+            "1000 ms"
+        );
         assert_eq!(decode_timestamp(2016 << 9 | 1 << 5 | 1, 24 << 22), None);
     }
 
