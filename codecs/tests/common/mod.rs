@@ -84,7 +84,11 @@ where
     let mut garbage_len = 0;
     for (i, f) in frames.iter().enumerate() {
         if let Some(g) = garbage.get(i) {
-            let g: Vec<u8> = g.iter().copied().filter(|b| !codec.could_start(&[*b])).collect();
+            let g: Vec<u8> = g
+                .iter()
+                .copied()
+                .filter(|b| !codec.could_start(&[*b]))
+                .collect();
             garbage_len += g.len();
             wire.extend(g);
         }
