@@ -38,7 +38,7 @@
 //!
 //! `decode` is stateless, so a frame holds only the stamp written on its own line. The
 //! [`VlogTimeline`] walks frames in order and fills in missing stamps forward: previous time
-//! + headway (IRIS does the same, and also propagates backward and interpolates across runs
+//! plus headway (IRIS does the same, and also propagates backward and interpolates across runs
 //! without stamps, which needs the whole file; a stream decoder cannot look ahead, so we do
 //! not). A vehicle with neither stamp nor a known previous time, and every vehicle after a
 //! gap until the next stamp, stays without time. Stamps are whole seconds, so reconstructed

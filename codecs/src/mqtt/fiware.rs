@@ -168,8 +168,13 @@ struct RawEntity<'a> {
 /// A normalized attribute; only its value matters here.
 #[derive(Deserialize)]
 struct Normalized<'a> {
-    #[serde(borrow, default)]
+    /// `Some("null")` for `"value": null`, `None` when the member is absent.
+    #[serde(borrow, default, deserialize_with = "present")]
     value: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// An Orion notification wraps entities in `data`.

@@ -14,8 +14,8 @@
 //! JSON itself is malformed or has the wrong shape. `offset` is a byte offset into the
 //! payload: for a member's value of the wrong type or out of range, where that value
 //! starts; for malformed JSON, where serde_json stopped (its line/column converted to a
-//! byte offset, so multi-line payloads
-//! are handled too; the column counts bytes, as serde_json does).
+//! byte offset, so multi-line payloads are handled too; the column counts bytes, as
+//! serde_json does).
 //!
 //! [`DecodeErrorKind::Field`]: crate::DecodeErrorKind::Field
 
@@ -103,7 +103,17 @@ pub(crate) fn objects<'a>(
     raw: &'a RawValue,
 ) -> Result<Vec<&'a RawValue>, DecodeError> {
     match raw.get().as_bytes().first() {
-        Some(b'[') => parse_raw(payload, raw, PAYLOAD),
+        Some(b'[') => {
+            let list: Vec<&RawValue> = parse_raw(payload, raw, PAYLOAD)?;
+            match list.iter().find(|o| !o.get().starts_with('{')) {
+                Some(bad) => Err(DecodeError::field(
+                    offset_of(payload, bad.get()),
+                    PAYLOAD,
+                    "array elements must be JSON objects",
+                )),
+                None => Ok(list),
+            }
+        }
         Some(b'{') => Ok(vec![raw]),
         _ => Err(DecodeError::field(
             offset_of(payload, raw.get()),
