@@ -712,7 +712,12 @@ impl Aggregator {
 
     /// Interns a detector with its lane map. Adding the same (site, detector) again returns
     /// the same id and keeps the first lane map.
-    pub fn add_detector(&mut self, site_id: &str, detector_id: &str, lanes: &LaneMap) -> DetectorId {
+    pub fn add_detector(
+        &mut self,
+        site_id: &str,
+        detector_id: &str,
+        lanes: &LaneMap,
+    ) -> DetectorId {
         if let Some(i) = self
             .detectors
             .iter()
@@ -770,7 +775,12 @@ impl Aggregator {
     }
 
     /// Feeds one observation of a detector, with its box arrival time.
-    pub fn observe(&mut self, det: DetectorId, obs: &Observation, arrival: DateTime<Utc>) -> Outcome {
+    pub fn observe(
+        &mut self,
+        det: DetectorId,
+        obs: &Observation,
+        arrival: DateTime<Utc>,
+    ) -> Outcome {
         match obs {
             Observation::Vehicle(ev) => self.vehicle(det, ev, arrival),
             Observation::Interval(rep) => self.interval(det, rep, arrival),
@@ -778,7 +788,12 @@ impl Aggregator {
     }
 
     /// Feeds one vehicle event (its `lane` is the device lane), with its box arrival time.
-    pub fn vehicle(&mut self, det: DetectorId, ev: &VehicleEvent, arrival: DateTime<Utc>) -> Outcome {
+    pub fn vehicle(
+        &mut self,
+        det: DetectorId,
+        ev: &VehicleEvent,
+        arrival: DateTime<Utc>,
+    ) -> Outcome {
         let s = &self.s;
         let stats = &mut self.stats;
         let Some(d) = self.detectors.get_mut(det.index()) else {
@@ -816,6 +831,10 @@ impl Aggregator {
         d.last_observation = Some(arrival_ms);
         lane.events += 1;
 
+        // A lane's series starts with its first activity; the front may be in the bin before
+        // the arrival's, so the series must start there rather than at the liveness mark.
+        lane.next_emit
+            .get_or_insert(s.bin_start(front.min(arrival_ms)));
         let d = &*d;
         let mut sink = Sink {
             det: d,
@@ -837,11 +856,10 @@ impl Aggregator {
         sink.stats.invalid_values += invalid;
 
         // Headway: the device's own when given, else from consecutive fronts in order.
-        let headway = ev.headway_ms.map(i64::from).or_else(|| {
-            lane.prev_front
-                .filter(|&p| front >= p)
-                .map(|p| front - p)
-        });
+        let headway = ev
+            .headway_ms
+            .map(i64::from)
+            .or_else(|| lane.prev_front.filter(|&p| front >= p).map(|p| front - p));
         let gap = headway.and_then(|h| lane.prev_occ_ms.map(|o| (h - i64::from(o)).max(0)));
         if lane.prev_front.is_none_or(|p| front >= p) {
             lane.prev_front = Some(front);
@@ -897,7 +915,12 @@ impl Aggregator {
     }
 
     /// Feeds one interval report (its `lane` is the device lane), with its box arrival time.
-    pub fn interval(&mut self, det: DetectorId, rep: &IntervalReport, arrival: DateTime<Utc>) -> Outcome {
+    pub fn interval(
+        &mut self,
+        det: DetectorId,
+        rep: &IntervalReport,
+        arrival: DateTime<Utc>,
+    ) -> Outcome {
         let s = &self.s;
         let stats = &mut self.stats;
         let Some(d) = self.detectors.get_mut(det.index()) else {

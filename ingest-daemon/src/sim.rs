@@ -411,7 +411,12 @@ impl GroundTruth {
     }
 
     /// Generates the events of `cfg` over `[start, end)` and tallies them.
-    pub fn generate(cfg: &SimConfig, start: DateTime<Utc>, end: DateTime<Utc>, interval_s: u32) -> Self {
+    pub fn generate(
+        cfg: &SimConfig,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        interval_s: u32,
+    ) -> Self {
         let events: Vec<SimEvent> = Simulator::new(cfg.clone(), start, end).collect();
         Self::tally(interval_s, &events)
     }
@@ -462,7 +467,10 @@ mod tests {
             assert!(w[0].front_ms <= w[1].front_ms);
         }
         for e in &evs {
-            assert_eq!(VehicleClass::from_length_m(e.event.length_m.unwrap()), e.class);
+            assert_eq!(
+                VehicleClass::from_length_m(e.event.length_m.unwrap()),
+                e.class
+            );
             let v = e.event.speed_kmh.unwrap();
             assert!((5.0..=200.0).contains(&v));
             assert!(e.occupancy_ms > 0 && e.occupancy_ms < 20_000);

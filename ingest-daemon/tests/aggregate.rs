@@ -1,4 +1,6 @@
 //! Hand-computed cases for the aggregator: every figure below is worked out in the comments.
+// Test helpers may unwrap like the tests themselves (clippy.toml allows it in #[test] fns).
+#![allow(clippy::unwrap_used)]
 
 use central_sync::{Los, Quality, SpeedSource, TrafficSample};
 use chrono::{DateTime, Duration, Utc};
@@ -27,7 +29,13 @@ fn agg(cfg: AggregatorConfig) -> (Aggregator, DetectorId) {
 }
 
 /// A vehicle with device time = front, reported (arriving) as it leaves the zone.
-fn car(lane: u16, front_ms: i64, occ_ms: u32, speed: Option<f32>, len: Option<f32>) -> VehicleEvent {
+fn car(
+    lane: u16,
+    front_ms: i64,
+    occ_ms: u32,
+    speed: Option<f32>,
+    len: Option<f32>,
+) -> VehicleEvent {
     VehicleEvent {
         lane,
         time: Some(at(front_ms)),
@@ -40,7 +48,8 @@ fn car(lane: u16, front_ms: i64, occ_ms: u32, speed: Option<f32>, len: Option<f3
 }
 
 fn feed(a: &mut Aggregator, d: DetectorId, ev: &VehicleEvent) -> Outcome {
-    let arrival = ev.time.unwrap() + Duration::milliseconds(i64::from(ev.occupancy_ms.unwrap_or(0)));
+    let arrival =
+        ev.time.unwrap() + Duration::milliseconds(i64::from(ev.occupancy_ms.unwrap_or(0)));
     a.vehicle(d, ev, arrival)
 }
 
@@ -196,13 +205,19 @@ fn watermark_waits_for_stragglers_then_drops_late_events() {
     // Front 29 s, arrives 29.5 s; fed while the box is already in the next bin.
     a.advance(at(35_000), &mut out);
     assert!(out.is_empty());
-    assert_eq!(feed(&mut a, d, &car(1, 29_000, 500, Some(90.0), None)), Outcome::Accepted);
+    assert_eq!(
+        feed(&mut a, d, &car(1, 29_000, 500, Some(90.0), None)),
+        Outcome::Accepted
+    );
     a.advance(at(40_000), &mut out);
     assert_eq!(find(&out, 1, 0).volume, Some(1));
 
     // The bin is gone: a straggler is counted and dropped, the bin is not emitted again.
     out.clear();
-    assert_eq!(feed(&mut a, d, &car(1, 29_600, 300, Some(90.0), None)), Outcome::Late);
+    assert_eq!(
+        feed(&mut a, d, &car(1, 29_600, 300, Some(90.0), None)),
+        Outcome::Late
+    );
     a.advance(at(40_001), &mut out);
     assert!(out.is_empty());
     assert_eq!(a.stats().late_dropped, 1);
@@ -294,9 +309,15 @@ fn sub_interval_reports_accumulate_with_coverage() {
     };
     assert_eq!(a.interval(d, &r, at(10_300)), Outcome::Accepted);
     // A 20 s report does not divide 30 s.
-    assert_eq!(a.interval(d, &report(2, 0, 20), at(20_100)), Outcome::IntervalMismatch);
+    assert_eq!(
+        a.interval(d, &report(2, 0, 20), at(20_100)),
+        Outcome::IntervalMismatch
+    );
     // A vehicle on a report lane is refused.
-    assert_eq!(feed(&mut a, d, &car(1, 5_000, 300, None, None)), Outcome::KindMismatch);
+    assert_eq!(
+        feed(&mut a, d, &car(1, 5_000, 300, None, None)),
+        Outcome::KindMismatch
+    );
 
     let mut out = Vec::new();
     a.advance(at(40_000), &mut out);
@@ -351,11 +372,18 @@ fn locked_on_after_two_minutes_of_full_occupancy() {
             occupancy: Some(1.0),
             ..report(1, k * 30_000, 30)
         };
-        assert_eq!(a.interval(d, &r, at(k * 30_000 + 30_200)), Outcome::Accepted);
+        assert_eq!(
+            a.interval(d, &r, at(k * 30_000 + 30_200)),
+            Outcome::Accepted
+        );
     }
     a.advance(at(6 * 30_000 + 10_000), &mut out);
     let flags: Vec<bool> = (0..6)
-        .map(|k| find(&out, 1, k * 30_000).quality.contains(Quality::LOCKED_ON))
+        .map(|k| {
+            find(&out, 1, k * 30_000)
+                .quality
+                .contains(Quality::LOCKED_ON)
+        })
         .collect();
     // 4 bins of 30 s make the 2 minutes.
     assert_eq!(flags, [false, false, false, true, true, true]);
@@ -394,7 +422,11 @@ fn constant_occupancy_after_n_equal_bins() {
     let mut out = Vec::new();
     a.advance(at(4 * 30_000 + 10_000), &mut out);
     let flags: Vec<bool> = (0..4)
-        .map(|k| find(&out, 1, k * 30_000).quality.contains(Quality::CONSTANT_OCC))
+        .map(|k| {
+            find(&out, 1, k * 30_000)
+                .quality
+                .contains(Quality::CONSTANT_OCC)
+        })
         .collect();
     assert_eq!(flags, [false, false, true, true]);
     assert!(a.health(at(200_000)).detectors[0].constant_occupancy());
@@ -436,8 +468,16 @@ fn decode_errors_and_ring_drops_flag_the_detectors_bins() {
     for lane in [1, 2] {
         assert!(find(&out, lane, 0).quality.contains(Quality::CRC_ERRORS));
         assert!(!find(&out, lane, 0).quality.contains(Quality::RING_DROPS));
-        assert!(find(&out, lane, 30_000).quality.contains(Quality::RING_DROPS));
-        assert!(!find(&out, lane, 30_000).quality.contains(Quality::CRC_ERRORS));
+        assert!(
+            find(&out, lane, 30_000)
+                .quality
+                .contains(Quality::RING_DROPS)
+        );
+        assert!(
+            !find(&out, lane, 30_000)
+                .quality
+                .contains(Quality::CRC_ERRORS)
+        );
     }
     let h = a.health(at(70_000));
     assert_eq!(h.detectors[0].decode_errors_total, 1);
@@ -446,7 +486,12 @@ fn decode_errors_and_ring_drops_flag_the_detectors_bins() {
 
 #[test]
 fn high_volume_scales_with_the_interval() {
-    for (interval_s, n, flagged) in [(30, 20, false), (30, 21, true), (60, 40, false), (60, 41, true)] {
+    for (interval_s, n, flagged) in [
+        (30, 20, false),
+        (30, 21, true),
+        (60, 40, false),
+        (60, 41, true),
+    ] {
         let (mut a, d) = agg(AggregatorConfig {
             interval_s,
             ..AggregatorConfig::default()
@@ -454,13 +499,21 @@ fn high_volume_scales_with_the_interval() {
         let span = i64::from(interval_s) * 1000;
         alive(&mut a, d, 0, span);
         for k in 0..n {
-            feed(&mut a, d, &car(1, k * (span / (n + 1)), 100, Some(100.0), None));
+            feed(
+                &mut a,
+                d,
+                &car(1, k * (span / (n + 1)), 100, Some(100.0), None),
+            );
         }
         let mut out = Vec::new();
         a.advance(at(span + 10_000), &mut out);
         let s = find(&out, 1, 0);
         assert_eq!(s.volume, Some(n as u32));
-        assert_eq!(s.quality.contains(Quality::HIGH_VOLUME), flagged, "{interval_s} s, {n}");
+        assert_eq!(
+            s.quality.contains(Quality::HIGH_VOLUME),
+            flagged,
+            "{interval_s} s, {n}"
+        );
     }
 }
 
@@ -532,7 +585,10 @@ fn flush_all_emits_open_bins_and_marks_short_ones_insufficient() {
     out.clear();
     a.flush_all(&mut out);
     assert!(out.is_empty());
-    assert_eq!(feed(&mut a, d, &car(1, 36_000, 400, None, None)), Outcome::Late);
+    assert_eq!(
+        feed(&mut a, d, &car(1, 36_000, 400, None, None)),
+        Outcome::Late
+    );
 }
 
 #[test]
@@ -540,8 +596,14 @@ fn unmapped_lanes_and_unknown_detectors_are_counted() {
     let mut a = Aggregator::new(AggregatorConfig::default()).unwrap();
     let d = a.add_detector("s", "d", &LaneMap::from_pairs([(7, 1)]).unwrap());
     assert_eq!(a.add_detector("s", "d", &LaneMap::identity(4)), d);
-    assert_eq!(feed(&mut a, d, &car(1, 0, 100, None, None)), Outcome::UnmappedLane);
-    assert_eq!(feed(&mut a, d, &car(7, 0, 100, None, None)), Outcome::Accepted);
+    assert_eq!(
+        feed(&mut a, d, &car(1, 0, 100, None, None)),
+        Outcome::UnmappedLane
+    );
+    assert_eq!(
+        feed(&mut a, d, &car(7, 0, 100, None, None)),
+        Outcome::Accepted
+    );
     let other = a.add_detector("s", "other", &LaneMap::identity(1));
     assert_ne!(other, d);
     assert_eq!(a.stats().unmapped_lane, 1);
@@ -559,7 +621,10 @@ fn open_series_yields_no_data_for_a_silent_detector() {
     let mut out = Vec::new();
     a.advance(at(70_000), &mut out);
     assert_eq!(out.len(), 4);
-    assert!(out.iter().all(|s| s.quality == Quality::NO_DATA && s.volume.is_none()));
+    assert!(
+        out.iter()
+            .all(|s| s.quality == Quality::NO_DATA && s.volume.is_none())
+    );
 }
 
 #[test]
