@@ -56,8 +56,14 @@
 //! (Σ v·q / Σ q). The p85 of several sub-intervals is thus an approximation. A report
 //! interval must divide the bin interval; others are counted and dropped.
 //!
+//! A report without `interval_s` is taken to cover one whole bin; one without `start` is
+//! placed by box time. Polled devices deliver a report some time after its interval ended:
+//! `allowed_lateness_ms` must cover the polling delay.
+//!
 //! A lane is fed either by vehicle events or by interval reports, whichever comes first;
-//! the other kind is counted ([`AggregatorStats::kind_mismatch`]) and dropped.
+//! the other kind is counted ([`AggregatorStats::kind_mismatch`]) and dropped. Liveness
+//! marks are ignored on report lanes (but, before a lane's first report, a mark makes its
+//! bin look like a listened-to empty per-vehicle bin: do not mark report sources alive).
 //!
 //! # Per-vehicle formulas (DESIGN §3)
 //! * volume = vehicles whose front is in the bin; flow_vph = volume · 3600 / interval_s.
@@ -461,6 +467,10 @@ impl Lane {
 
     /// The source was listening at `t`; with the previous mark close enough, all along.
     fn mark(&mut self, s: &Settings, t: i64, sink: &mut Sink<'_>) {
+        // A report lane's coverage is the reports themselves.
+        if self.kind == LaneKind::Reports {
+            return;
+        }
         self.first_activity.get_or_insert(t);
         match self.last_mark {
             Some(p) if t <= p => return,

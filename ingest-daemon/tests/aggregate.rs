@@ -227,6 +227,19 @@ fn watermark_waits_for_stragglers_then_drops_late_events() {
 }
 
 #[test]
+fn a_lanes_first_vehicle_may_arrive_in_the_next_bin() {
+    let (mut a, d) = agg(AggregatorConfig::default());
+    // Nothing before it: front 29.8 s, arrives 30.3 s. Its bin starts the series.
+    assert_eq!(
+        feed(&mut a, d, &car(1, 29_800, 500, None, None)),
+        Outcome::Accepted
+    );
+    let mut out = Vec::new();
+    a.advance(at(40_000), &mut out);
+    assert_eq!(find(&out, 1, 0).volume, Some(1));
+}
+
+#[test]
 fn no_data_is_not_zero() {
     let (mut a, d) = agg(AggregatorConfig::default());
     // Alive over the first bin only.
