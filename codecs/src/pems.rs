@@ -295,6 +295,7 @@ impl Pems {
 }
 
 impl FrameCodec for Pems {
+    const LINE_DELIMITER: Option<u8> = Some(b'\n');
     type Frame = PemsSample;
     const NAME: &'static str = "pems_csv";
     const MAX_FRAME_LEN: usize = 1024;

@@ -30,6 +30,11 @@ pub trait FrameCodec {
     /// never empty). Used to resynchronise: after an error the stream decoder drops bytes up
     /// to the next position where this holds.
     fn could_start(&self, tail: &[u8]) -> bool;
+
+    /// For line-based formats, the byte that ends every frame. After an error the stream
+    /// decoder then drops everything through the next delimiter, even when it has not arrived
+    /// yet, instead of guessing a frame start inside the bad line.
+    const LINE_DELIMITER: Option<u8> = None;
 }
 
 /// What the stream decoder hands out.
@@ -63,6 +68,9 @@ pub struct StreamDecoder<C> {
     /// Stream offset of `buf[0]`.
     base: u64,
     stats: StreamStats,
+    /// Set while the rest of a bad line is being dropped (line formats only): the error that
+    /// started it.
+    discarding_line: Option<DecodeError>,
 }
 
 impl<C: FrameCodec> StreamDecoder<C> {
@@ -72,6 +80,7 @@ impl<C: FrameCodec> StreamDecoder<C> {
             buf: BytesMut::with_capacity(C::MAX_FRAME_LEN.min(64 * 1024)),
             base: 0,
             stats: StreamStats::default(),
+            discarding_line: None,
         }
     }
 
@@ -100,8 +109,13 @@ impl<C: FrameCodec> StreamDecoder<C> {
         let mut skipped = 0usize;
         let mut first_error: Option<DecodeError> = None;
         let skip_base = self.base;
+        let continued = self.discarding_line.is_some();
+        if let Some(error) = self.discarding_line.take() {
+            skipped += self.drop_rest_of_line(error.clone());
+            first_error = Some(error);
+        }
         loop {
-            if self.buf.is_empty() {
+            if self.buf.is_empty() || self.discarding_line.is_some() {
                 break;
             }
             let error = match self.codec.decode(&self.buf) {
@@ -119,15 +133,21 @@ impl<C: FrameCodec> StreamDecoder<C> {
                 Ok(None) => DecodeError::new(0, DecodeErrorKind::TooLong(C::MAX_FRAME_LEN)),
                 Err(e) => e,
             };
-            let n = self.resync_len();
             if first_error.is_none() {
-                first_error = Some(error);
+                first_error = Some(error.clone());
             }
-            skipped += n;
-            self.consume(n);
+            if C::LINE_DELIMITER.is_some() {
+                skipped += self.drop_rest_of_line(error);
+            } else {
+                let n = self.resync_len();
+                skipped += n;
+                self.consume(n);
+            }
         }
         first_error.map(|mut error| {
-            self.stats.errors += 1;
+            if !continued {
+                self.stats.errors += 1;
+            }
             self.stats.skipped_bytes += skipped as u64;
             let offset = skip_base + error.offset as u64;
             error.offset = 0;
@@ -142,6 +162,7 @@ impl<C: FrameCodec> StreamDecoder<C> {
     /// Drops a partial frame left in the buffer (the line went idle mid-frame, or the input
     /// ended) and reports it, so that the next bytes start clean.
     pub fn flush_partial(&mut self) -> Option<Decoded<C::Frame>> {
+        self.discarding_line = None;
         if self.buf.is_empty() {
             return None;
         }
@@ -155,6 +176,24 @@ impl<C: FrameCodec> StreamDecoder<C> {
             bytes,
             error: DecodeError::new(0, DecodeErrorKind::Length(bytes)),
         })
+    }
+
+    /// Drops through the next line delimiter; when it has not arrived, drops everything and
+    /// remembers to go on dropping. Returns the bytes dropped now.
+    fn drop_rest_of_line(&mut self, error: DecodeError) -> usize {
+        let delimiter = C::LINE_DELIMITER.unwrap_or(b'\n');
+        match self.buf.iter().position(|b| *b == delimiter) {
+            Some(i) => {
+                self.consume(i + 1);
+                i + 1
+            }
+            None => {
+                let n = self.buf.len();
+                self.consume(n);
+                self.discarding_line = Some(error);
+                n
+            }
+        }
     }
 
     /// How many bytes to drop after an error: up to the next plausible frame start.

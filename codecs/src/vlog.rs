@@ -290,6 +290,7 @@ impl Vlog {
 }
 
 impl FrameCodec for Vlog {
+    const LINE_DELIMITER: Option<u8> = Some(b'\n');
     type Frame = VlogFrame;
     const NAME: &'static str = "iris_vlog";
     const MAX_FRAME_LEN: usize = 128;

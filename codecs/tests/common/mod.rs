@@ -84,11 +84,15 @@ where
     let mut garbage_len = 0;
     for (i, f) in frames.iter().enumerate() {
         if let Some(g) = garbage.get(i) {
-            let g: Vec<u8> = g
+            let mut g: Vec<u8> = g
                 .iter()
                 .copied()
-                .filter(|b| !codec.could_start(&[*b]))
+                .filter(|b| !codec.could_start(&[*b]) && Some(*b) != C::LINE_DELIMITER)
                 .collect();
+            // In a line format, garbage is a bad line: it ends where lines end.
+            if let (Some(delimiter), false) = (C::LINE_DELIMITER, g.is_empty()) {
+                g.push(delimiter);
+            }
             garbage_len += g.len();
             wire.extend(g);
         }
