@@ -116,7 +116,9 @@ impl Config {
             Some(config) if loader.problems.is_empty() => Ok(config),
             _ => {
                 let mut problems = loader.problems;
-                problems.sort_by_key(|p| (p.line == 0, p.line, p.column));
+                problems.sort_by(|a, b| {
+                    (a.line == 0, a.line, a.column, &a.file).cmp(&(b.line == 0, b.line, b.column, &b.file))
+                });
                 problems.dedup();
                 Err(ConfigError { problems })
             }
@@ -345,6 +347,7 @@ impl<'a> Loader<'a> {
         index_table(&root, &KeyPath::root(), &mut self.index);
 
         let mut failed: HashSet<&'static str> = HashSet::new();
+        let mut source_failed = false;
         let mut origins = SourceOrigins::default();
         let mut node = None;
         let mut config = Config {
@@ -388,7 +391,12 @@ impl<'a> Loader<'a> {
                 _ => self.array(section, value, &mut config.simulated, &mut origins.simulated),
             };
             if !ok {
-                failed.insert(section);
+                if matches!(section, "serial" | "mqtt" | "camera" | "simulated") {
+                    // Its other tables were kept (with their file indexes).
+                    source_failed = true;
+                } else {
+                    failed.insert(section);
+                }
             }
         }
         match node {
@@ -415,7 +423,7 @@ impl<'a> Loader<'a> {
             };
             // Problems of a table that did not parse are unreliable; a
             // missing-sources problem is wrong if a source did not parse.
-            if failed.contains(top) || (top.is_empty() && !failed.is_empty()) {
+            if failed.contains(top) || (top.is_empty() && (source_failed || !failed.is_empty())) {
                 continue;
             }
             issue.reason = origins.remap_text(&issue.reason);
@@ -557,27 +565,23 @@ impl<'a> Loader<'a> {
         let mut cas: Vec<(KeyPath, &mut Option<PathBuf>)> = Vec::new();
         if let Some(u) = config.uplink.as_mut() {
             let base = root.key("uplink");
-            jobs.push((base.key("password_file"), u.password_file.as_ref(), &mut u.password));
+            jobs.push((base.key("password_file"), u.password_file.as_ref(), &mut u.password_from_file));
             cas.push((base.key("tls").key("ca_file"), &mut u.tls.ca_file));
         }
         for (i, m) in config.mqtt.iter_mut().enumerate() {
             let base = root.key("mqtt").index(origins.map("mqtt", i));
-            jobs.push((base.key("password_file"), m.password_file.as_ref(), &mut m.password));
+            jobs.push((base.key("password_file"), m.password_file.as_ref(), &mut m.password_from_file));
             cas.push((base.key("ca_file"), &mut m.ca_file));
         }
         for (i, c) in config.camera.iter_mut().enumerate() {
             let base = root.key("camera").index(origins.map("camera", i));
-            jobs.push((base.key("password_file"), c.password_file.as_ref(), &mut c.password));
+            jobs.push((base.key("password_file"), c.password_file.as_ref(), &mut c.password_from_file));
         }
         let mut issues = Vec::new();
         for (key, file, secret) in jobs {
             let Some(file) = file else { continue };
             match resolve_path(file, credentials).and_then(|p| read_secret(&p, files)) {
-                Ok(value) => {
-                    if secret.is_none() {
-                        *secret = Some(value);
-                    }
-                }
+                Ok(value) => *secret = Some(value),
                 Err(reason) => issues.push(Issue { key, reason }),
             }
         }
@@ -711,6 +715,16 @@ fn expected_words(expected: &str) -> String {
     }
 }
 
+/// The kind of value serde expected, without ranges.
+fn type_words(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" => {
+            "an integer".to_owned()
+        }
+        other => expected_words(other),
+    }
+}
+
 /// serde's "found" phrases ("integer `5`", "sequence") in words for people.
 fn found_words(found: &str) -> String {
     let found = found.replace('`', "");
@@ -755,7 +769,7 @@ fn translate(message: &str, path: KeyPath) -> (KeyPath, String) {
                 path,
                 format!(
                     "wrong type: expected {}, found {}",
-                    expected_words(expected),
+                    type_words(expected),
                     found_words(found)
                 ),
             );
@@ -788,7 +802,7 @@ mod tests {
         let (_, r) = translate("unknown field `baudd`, expected one of `id`, `baud`", p.key("baudd"));
         assert_eq!(r, "unknown key `baudd` (did you mean `baud`?)");
         let (_, r) = translate("invalid type: string \"9600\", expected u32", p.key("baud"));
-        assert_eq!(r, "wrong type: expected an integer from 0 to 4294967295, found string \"9600\"");
+        assert_eq!(r, "wrong type: expected an integer, found string \"9600\"");
         let (_, r) = translate("invalid value: integer `300`, expected u8", p.key("data_bits"));
         assert_eq!(r, "invalid value 300: expected an integer from 0 to 255");
     }

@@ -229,15 +229,19 @@ pub struct Uplink {
     #[serde(deserialize_with = "de_url")]
     pub database_url: Url,
     /// Default: none. The database password. Prefer `password_file` or the
-    /// `INGEST__UPLINK__PASSWORD` variable to keep it out of the file. After
-    /// loading, this holds the password read from `password_file` too.
+    /// `INGEST__UPLINK__PASSWORD` variable to keep it out of the file. Use
+    /// [`Uplink::password`] to get the effective password.
     #[serde(default)]
     pub password: Option<Secret>,
     /// Default: none. File holding the password (trailing newline trimmed),
-    /// e.g. a systemd credential. Relative paths are resolved against
-    /// `$CREDENTIALS_DIRECTORY`. Not together with `password`.
+    /// e.g. a systemd credential, read when the configuration is loaded.
+    /// Relative paths are resolved against `$CREDENTIALS_DIRECTORY`. Not
+    /// together with `password`.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// Not a TOML key: the content of `password_file`, filled by the loader.
+    #[serde(skip)]
+    pub password_from_file: Option<Secret>,
     /// Default: `mode = "verify-full"` with the system CAs.
     #[serde(default)]
     pub tls: UplinkTls,
@@ -272,6 +276,11 @@ fn default_retry_backoff_max_ms() -> u64 {
 }
 
 impl Uplink {
+    /// The effective password: `password`, else the content of `password_file`.
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref().or(self.password_from_file.as_ref())
+    }
+
     /// `batch_max_age_ms` as a duration.
     pub fn batch_max_age(&self) -> Duration {
         Duration::from_millis(self.batch_max_age_ms)
@@ -559,6 +568,9 @@ pub struct MqttSource {
     /// Default: none. File holding the password, as for `uplink.password_file`.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// Not a TOML key: the content of `password_file`, filled by the loader.
+    #[serde(skip)]
+    pub password_from_file: Option<Secret>,
     /// Default: none (system CAs). CA certificate (PEM) for `mqtts://`; resolved
     /// and checked like `uplink.tls.ca_file`.
     #[serde(default)]
@@ -580,6 +592,11 @@ fn default_keep_alive_s() -> u16 {
 }
 
 impl MqttSource {
+    /// The effective password: `password`, else the content of `password_file`.
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref().or(self.password_from_file.as_ref())
+    }
+
     /// `client_id`, else `"<edge_id>-<id>"`.
     pub fn client_id(&self, node: &Node) -> String {
         self.client_id
@@ -662,6 +679,9 @@ pub struct CameraSource {
     /// Default: none. File holding the password, as for `uplink.password_file`.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// Not a TOML key: the content of `password_file`, filled by the loader.
+    #[serde(skip)]
+    pub password_from_file: Option<Secret>,
     /// Default: `"tcp"`. `"tcp"` or `"udp"`.
     #[serde(default)]
     pub transport: Transport,
@@ -689,6 +709,18 @@ fn default_pre_event_s() -> u32 {
 }
 fn default_post_event_s() -> u32 {
     10
+}
+
+impl CameraSource {
+    /// The effective password: `password`, else the content of `password_file`.
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref().or(self.password_from_file.as_ref())
+    }
+
+    /// `detector_id`, else `id`.
+    pub fn detector_id(&self) -> &str {
+        self.detector_id.as_deref().unwrap_or(&self.id)
+    }
 }
 
 // ---------------------------------------------------------------- [[simulated]]

@@ -37,6 +37,8 @@ pub struct LaneAssignment {
 struct Placed {
     assignment: LaneAssignment,
     lane_key: KeyPath,
+    /// Path of the source table (`serial[0]`), to tell sources apart.
+    source: KeyPath,
 }
 
 #[derive(Default)]
@@ -316,14 +318,19 @@ impl Config {
             check_simulated(s, &KeyPath::root().key("simulated").index(i), out);
         }
 
-        let mut claimed: HashMap<(String, u16), KeyPath> = HashMap::new();
+        let mut claimed: HashMap<(String, u16), (KeyPath, KeyPath)> = HashMap::new();
         for placed in self.placed_lanes() {
             let a = &placed.assignment;
             if a.lane == 0 || a.lane > MAX_ROAD_LANE {
                 continue; // reported by the lane map check
             }
             let slot = (a.detector_id.clone(), a.lane);
-            if let Some(first) = claimed.get(&slot) {
+            if let Some((first, first_source)) = claimed.get(&slot) {
+                let same_id_elsewhere = first_source != &placed.source
+                    && seen.get(a.source_id.as_str()).is_some_and(|p| **p != placed.source);
+                if same_id_elsewhere {
+                    continue; // a consequence of the duplicate source id reported above
+                }
                 out.push(
                     placed.lane_key,
                     format!(
@@ -332,16 +339,21 @@ impl Config {
                     ),
                 );
             } else {
-                claimed.insert(slot, placed.lane_key);
+                claimed.insert(slot, (placed.lane_key, placed.source));
             }
         }
     }
 
     fn placed_lanes(&self) -> Vec<Placed> {
         let mut all = Vec::new();
-        let mut place = |map: &LaneMap, base: KeyPath, source: &str, topic, default_det: &str| {
+        let mut place = |map: &LaneMap, src: KeyPath, source: &str, topic, default_det: &str| {
+            let base = match topic {
+                Some(t) => src.key("topics").index(t).key("lanes"),
+                None => src.key("lanes"),
+            };
             for (i, e) in map.entries().iter().enumerate() {
                 all.push(Placed {
+                    source: src.clone(),
                     assignment: LaneAssignment {
                         source_id: source.to_owned(),
                         topic,
@@ -356,24 +368,21 @@ impl Config {
         let root = KeyPath::root();
         for (i, s) in self.serial.iter().enumerate() {
             if let Some(map) = &s.lanes {
-                let base = root.key("serial").index(i).key("lanes");
-                place(map, base, &s.id, None, s.detector_id());
+                place(map, root.key("serial").index(i), &s.id, None, s.detector_id());
             }
         }
         for (i, m) in self.mqtt.iter().enumerate() {
             for (t, topic) in m.topics.iter().enumerate() {
                 if let Some(map) = &topic.lanes {
-                    let base = root.key("mqtt").index(i).key("topics").index(t).key("lanes");
                     let det = topic.detector_id.as_deref().unwrap_or(&m.id);
-                    place(map, base, &m.id, Some(t), det);
+                    place(map, root.key("mqtt").index(i), &m.id, Some(t), det);
                 }
             }
         }
         for (i, c) in self.camera.iter().enumerate() {
             if let (true, Some(map)) = (c.metadata, &c.lanes) {
-                let base = root.key("camera").index(i).key("lanes");
                 let det = c.detector_id.as_deref().unwrap_or(&c.id);
-                place(map, base, &c.id, None, det);
+                place(map, root.key("camera").index(i), &c.id, None, det);
             }
         }
         drop(place);
@@ -388,6 +397,7 @@ impl Config {
                         lane,
                     },
                     lane_key: root.key("simulated").index(i).key("lanes"),
+                    source: root.key("simulated").index(i),
                 });
             }
         }
