@@ -76,7 +76,9 @@ pub(crate) struct EnvProblem<'e> {
 }
 
 /// Picks the `INGEST__` variables out of `env`, in name order.
-pub(crate) fn parse_overrides(env: &[(String, String)]) -> (Vec<Override<'_>>, Vec<EnvProblem<'_>>) {
+pub(crate) fn parse_overrides(
+    env: &[(String, String)],
+) -> (Vec<Override<'_>>, Vec<EnvProblem<'_>>) {
     let mut vars: Vec<&(String, String)> = env
         .iter()
         .filter(|(name, _)| name.starts_with(ENV_PREFIX))
@@ -157,7 +159,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(variable_for_key("uplink.tls.mode"), "INGEST__UPLINK__TLS__MODE");
+        assert_eq!(
+            variable_for_key("uplink.tls.mode"),
+            "INGEST__UPLINK__TLS__MODE"
+        );
         for (key, _) in OVERRIDABLE_KEYS {
             let env = vec![(variable_for_key(key), "5".to_owned())];
             let (o, p) = parse_overrides(&env);
@@ -169,14 +174,20 @@ mod tests {
     #[test]
     fn bad_values_and_unknown_names() {
         let env = vec![
-            ("INGEST__SPOOL__FSYNC_INTERVAL_MS".to_owned(), "soon".to_owned()),
+            (
+                "INGEST__SPOOL__FSYNC_INTERVAL_MS".to_owned(),
+                "soon".to_owned(),
+            ),
             ("INGEST__HTTP__LISTN".to_owned(), "x".to_owned()),
             ("PATH".to_owned(), "/bin".to_owned()),
         ];
         let (o, p) = parse_overrides(&env);
         assert!(o.is_empty());
         assert_eq!(p.len(), 2);
-        assert_eq!(p[0].reason, "not a key that can be overridden (did you mean INGEST__HTTP__LISTEN?)");
+        assert_eq!(
+            p[0].reason,
+            "not a key that can be overridden (did you mean INGEST__HTTP__LISTEN?)"
+        );
         assert_eq!(p[1].reason, "expected an integer, found \"soon\"");
     }
 }

@@ -51,7 +51,10 @@ impl<'de> Deserialize<'de> for DeviceLane {
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<DeviceLane, E> {
                 u32::try_from(v).map(DeviceLane::Number).map_err(|_| {
-                    E::custom(format!("device lane {v} is out of range (0 to {})", u32::MAX))
+                    E::custom(format!(
+                        "device lane {v} is out of range (0 to {})",
+                        u32::MAX
+                    ))
                 })
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<DeviceLane, E> {
@@ -292,8 +295,8 @@ mod tests {
             "lanes = [{ device = 1, lane = 1 }, { device = 2, lane = 2, detector_id = \"d\" }]",
         )
         .unwrap();
-        let t: T = toml::from_str("lanes = { 1 = 1, 2 = { lane = 2, detector_id = \"d\" } }")
-            .unwrap();
+        let t: T =
+            toml::from_str("lanes = { 1 = 1, 2 = { lane = 2, detector_id = \"d\" } }").unwrap();
         assert_eq!(a.lanes.entries(), t.lanes.entries());
         let base = KeyPath::root().key("lanes");
         assert_eq!(a.lanes.lane_path(&base, 1).to_string(), "lanes[1].lane");

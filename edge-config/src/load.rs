@@ -117,7 +117,12 @@ impl Config {
             _ => {
                 let mut problems = loader.problems;
                 problems.sort_by(|a, b| {
-                    (a.line == 0, a.line, a.column, &a.file).cmp(&(b.line == 0, b.line, b.column, &b.file))
+                    (a.line == 0, a.line, a.column, &a.file).cmp(&(
+                        b.line == 0,
+                        b.line,
+                        b.column,
+                        &b.file,
+                    ))
                 });
                 problems.dedup();
                 Err(ConfigError { problems })
@@ -290,7 +295,12 @@ impl<'a> Loader<'a> {
                 let r = &e.value_span;
                 r.start <= span.start && span.end <= r.end && r.start < r.end
             })
-            .min_by_key(|e| (e.value_span.end - e.value_span.start, usize::MAX - e.path.segments().len()))
+            .min_by_key(|e| {
+                (
+                    e.value_span.end - e.value_span.start,
+                    usize::MAX - e.path.segments().len(),
+                )
+            })
             .map(|e| e.path.clone())
             .unwrap_or_default()
     }
@@ -376,7 +386,11 @@ impl<'a> Loader<'a> {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => format!("valid tables: {}", SECTIONS.join(", ")),
                 };
-                self.problem_at(key.span(), &path, format!("unknown table `{name}` ({hint})"));
+                self.problem_at(
+                    key.span(),
+                    &path,
+                    format!("unknown table `{name}` ({hint})"),
+                );
                 continue;
             };
             let ok = match section {
@@ -388,7 +402,12 @@ impl<'a> Loader<'a> {
                 "serial" => self.array(section, value, &mut config.serial, &mut origins.serial),
                 "mqtt" => self.array(section, value, &mut config.mqtt, &mut origins.mqtt),
                 "camera" => self.array(section, value, &mut config.camera, &mut origins.camera),
-                _ => self.array(section, value, &mut config.simulated, &mut origins.simulated),
+                _ => self.array(
+                    section,
+                    value,
+                    &mut config.simulated,
+                    &mut origins.simulated,
+                ),
             };
             if !ok {
                 if matches!(section, "serial" | "mqtt" | "camera" | "simulated") {
@@ -430,20 +449,32 @@ impl<'a> Loader<'a> {
             self.add_issue(issue);
         }
 
-        self.resolve_files(&mut config, &origins, env::credentials_directory(env), files);
+        self.resolve_files(
+            &mut config,
+            &origins,
+            env::credentials_directory(env),
+            files,
+        );
         Some(config)
     }
 
     fn apply_overrides<'e>(&mut self, root: &mut DeTable<'e>, overrides: Vec<Override<'e>>) {
         for o in overrides {
-            let i = self.env_vars.len();
-            self.env_vars.push(o.var.to_owned());
-            let span = self.sentinel(i);
             let parts: Vec<&'static str> = o.key.split('.').collect();
             let Some((last, parents)) = parts.split_last() else {
                 continue;
             };
-            let table = match descend(root, parents, &span) {
+            // One sentinel per created table and one for the value, so that a
+            // problem of a created table is not taken for one of the value.
+            let spans: Vec<Range<usize>> = parts
+                .iter()
+                .map(|_| {
+                    self.env_vars.push(o.var.to_owned());
+                    self.sentinel(self.env_vars.len() - 1)
+                })
+                .collect();
+            let span = spans.last().cloned().unwrap_or_default();
+            let table = match descend(root, parents, &spans) {
                 Ok(table) => table,
                 Err(depth) => {
                     let path = KeyPath::from_segments(
@@ -565,17 +596,29 @@ impl<'a> Loader<'a> {
         let mut cas: Vec<(KeyPath, &mut Option<PathBuf>)> = Vec::new();
         if let Some(u) = config.uplink.as_mut() {
             let base = root.key("uplink");
-            jobs.push((base.key("password_file"), u.password_file.as_ref(), &mut u.password_from_file));
+            jobs.push((
+                base.key("password_file"),
+                u.password_file.as_ref(),
+                &mut u.password_from_file,
+            ));
             cas.push((base.key("tls").key("ca_file"), &mut u.tls.ca_file));
         }
         for (i, m) in config.mqtt.iter_mut().enumerate() {
             let base = root.key("mqtt").index(origins.map("mqtt", i));
-            jobs.push((base.key("password_file"), m.password_file.as_ref(), &mut m.password_from_file));
+            jobs.push((
+                base.key("password_file"),
+                m.password_file.as_ref(),
+                &mut m.password_from_file,
+            ));
             cas.push((base.key("ca_file"), &mut m.ca_file));
         }
         for (i, c) in config.camera.iter_mut().enumerate() {
             let base = root.key("camera").index(origins.map("camera", i));
-            jobs.push((base.key("password_file"), c.password_file.as_ref(), &mut c.password_from_file));
+            jobs.push((
+                base.key("password_file"),
+                c.password_file.as_ref(),
+                &mut c.password_from_file,
+            ));
         }
         let mut issues = Vec::new();
         for (key, file, secret) in jobs {
@@ -607,9 +650,11 @@ impl<'a> Loader<'a> {
 fn descend<'t, 'e>(
     table: &'t mut DeTable<'e>,
     parents: &[&'static str],
-    span: &Range<usize>,
+    spans: &[Range<usize>],
 ) -> Result<&'t mut DeTable<'e>, usize> {
-    let Some((part, rest)) = parents.split_first() else {
+    let (Some((part, rest)), Some((span, rest_spans))) =
+        (parents.split_first(), spans.split_first())
+    else {
         return Ok(table);
     };
     if !table.contains_key(*part) {
@@ -619,7 +664,7 @@ fn descend<'t, 'e>(
         );
     }
     match table.get_mut(*part).map(Spanned::get_mut) {
-        Some(DeValue::Table(t)) => descend(t, rest, span).map_err(|d| d + 1),
+        Some(DeValue::Table(t)) => descend(t, rest, rest_spans).map_err(|d| d + 1),
         _ => Err(0),
     }
 }
@@ -757,7 +802,10 @@ fn translate(message: &str, path: KeyPath) -> (KeyPath, String) {
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         let (value, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let valid = backticked(expected);
-        let mut reason = format!("unknown value {value:?}; expected one of: {}", valid.join(", "));
+        let mut reason = format!(
+            "unknown value {value:?}; expected one of: {}",
+            valid.join(", ")
+        );
         if let Some(best) = closest(value, valid.iter().copied()) {
             reason.push_str(&format!(" (did you mean {best:?}?)"));
         }
@@ -798,12 +846,21 @@ mod tests {
     fn translates_serde_messages() {
         let p = KeyPath::root().key("serial").index(0);
         let (k, r) = translate("missing field `port`", p.clone());
-        assert_eq!((k.to_string(), r.as_str()), ("serial[0].port".into(), "required key is missing"));
-        let (_, r) = translate("unknown field `baudd`, expected one of `id`, `baud`", p.key("baudd"));
+        assert_eq!(
+            (k.to_string(), r.as_str()),
+            ("serial[0].port".into(), "required key is missing")
+        );
+        let (_, r) = translate(
+            "unknown field `baudd`, expected one of `id`, `baud`",
+            p.key("baudd"),
+        );
         assert_eq!(r, "unknown key `baudd` (did you mean `baud`?)");
         let (_, r) = translate("invalid type: string \"9600\", expected u32", p.key("baud"));
         assert_eq!(r, "wrong type: expected an integer, found string \"9600\"");
-        let (_, r) = translate("invalid value: integer `300`, expected u8", p.key("data_bits"));
+        let (_, r) = translate(
+            "invalid value: integer `300`, expected u8",
+            p.key("data_bits"),
+        );
         assert_eq!(r, "invalid value 300: expected an integer from 0 to 255");
     }
 
@@ -830,6 +887,9 @@ mod tests {
             serial: vec![1, 2],
             ..SourceOrigins::default()
         };
-        assert_eq!(o.remap_text("used by serial[0].id and mqtt[0]"), "used by serial[1].id and mqtt[0]");
+        assert_eq!(
+            o.remap_text("used by serial[0].id and mqtt[0]"),
+            "used by serial[1].id and mqtt[0]"
+        );
     }
 }

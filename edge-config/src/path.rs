@@ -103,7 +103,11 @@ mod tests {
     fn displays_like_toml() {
         let p = KeyPath::root().key("serial").index(1).key("baud");
         assert_eq!(p.to_string(), "serial[1].baud");
-        let p = KeyPath::root().key("camera").index(0).key("lanes").key("Line 1");
+        let p = KeyPath::root()
+            .key("camera")
+            .index(0)
+            .key("lanes")
+            .key("Line 1");
         assert_eq!(p.to_string(), "camera[0].lanes.\"Line 1\"");
         assert_eq!(KeyPath::root().to_string(), "");
         assert_eq!(p.parent().unwrap().to_string(), "camera[0].lanes");

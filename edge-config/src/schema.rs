@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 use url::Url;
 
 use crate::lanes::LaneMap;
@@ -506,9 +506,9 @@ impl SerialSource {
     /// The poll period for polled protocols (configured or 1 s), `None` for
     /// protocols where the device sends on its own.
     pub fn poll_period(&self) -> Option<Duration> {
-        self.protocol.is_polled().then(|| {
-            Duration::from_millis(self.poll_period_ms.unwrap_or(DEFAULT_POLL_PERIOD_MS))
-        })
+        self.protocol
+            .is_polled()
+            .then(|| Duration::from_millis(self.poll_period_ms.unwrap_or(DEFAULT_POLL_PERIOD_MS)))
     }
 
     /// `detector_id`, else `id`.

@@ -146,10 +146,20 @@ mod tests {
         assert_eq!("2MB".parse::<ByteSize>(), Ok(ByteSize::b(2_000_000)));
         assert_eq!("4096".parse::<ByteSize>(), Ok(ByteSize::b(4096)));
         assert_eq!("1_024 B".parse::<ByteSize>(), Ok(ByteSize::kib(1)));
-        assert!("12XB".parse::<ByteSize>().unwrap_err().contains("unknown unit \"XB\""));
+        assert!(
+            "12XB"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("unknown unit \"XB\"")
+        );
         assert!("MiB".parse::<ByteSize>().is_err());
         assert!("1.5GiB".parse::<ByteSize>().is_err());
-        assert!("99999999999 TiB".parse::<ByteSize>().unwrap_err().contains("too large"));
+        assert!(
+            "99999999999 TiB"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ fn distance(a: &str, b: &str) -> usize {
             let above = row.get(j + 1).copied().unwrap_or(usize::MAX);
             let left = row.get(j).copied().unwrap_or(usize::MAX);
             let cost = diagonal + usize::from(ca != *cb);
-            let best = cost.min(above.saturating_add(1)).min(left.saturating_add(1));
+            let best = cost
+                .min(above.saturating_add(1))
+                .min(left.saturating_add(1));
             diagonal = above;
             if let Some(cell) = row.get_mut(j + 1) {
                 *cell = best;
@@ -25,11 +27,19 @@ fn distance(a: &str, b: &str) -> usize {
 
 /// The candidate closest to `word`, if it is close enough to be a typo
 /// (at most a third of the word's length in edits, at least 1).
-pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|c| (distance(&word.to_ascii_lowercase(), &c.to_ascii_lowercase()), c))
+        .map(|c| {
+            (
+                distance(&word.to_ascii_lowercase(), &c.to_ascii_lowercase()),
+                c,
+            )
+        })
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)

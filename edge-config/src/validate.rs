@@ -53,7 +53,8 @@ impl Issues {
     }
 }
 
-const ID_RULE: &str = "use 1–64 characters A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit";
+const ID_RULE: &str =
+    "use 1–64 characters A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit";
 
 fn is_valid_id(id: &str) -> bool {
     let mut chars = id.chars();
@@ -327,7 +328,9 @@ impl Config {
             let slot = (a.detector_id.clone(), a.lane);
             if let Some((first, first_source)) = claimed.get(&slot) {
                 let same_id_elsewhere = first_source != &placed.source
-                    && seen.get(a.source_id.as_str()).is_some_and(|p| **p != placed.source);
+                    && seen
+                        .get(a.source_id.as_str())
+                        .is_some_and(|p| **p != placed.source);
                 if same_id_elsewhere {
                     continue; // a consequence of the duplicate source id reported above
                 }
@@ -368,7 +371,13 @@ impl Config {
         let root = KeyPath::root();
         for (i, s) in self.serial.iter().enumerate() {
             if let Some(map) = &s.lanes {
-                place(map, root.key("serial").index(i), &s.id, None, s.detector_id());
+                place(
+                    map,
+                    root.key("serial").index(i),
+                    &s.id,
+                    None,
+                    s.detector_id(),
+                );
             }
         }
         for (i, m) in self.mqtt.iter().enumerate() {
@@ -385,7 +394,6 @@ impl Config {
                 place(map, root.key("camera").index(i), &c.id, None, det);
             }
         }
-        drop(place);
         for (i, s) in self.simulated.iter().enumerate() {
             for lane in 1..=s.lanes.min(MAX_SIMULATED_LANES) {
                 all.push(Placed {
@@ -540,7 +548,13 @@ fn check_credentials(
 }
 
 /// Checks a URL's scheme, host and the absence of credentials.
-fn check_url(url: &Url, key: &KeyPath, schemes: &[&str], credentials_hint: &str, out: &mut Issues) -> bool {
+fn check_url(
+    url: &Url,
+    key: &KeyPath,
+    schemes: &[&str],
+    credentials_hint: &str,
+    out: &mut Issues,
+) -> bool {
     if !schemes.contains(&url.scheme()) {
         let allowed: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
         out.push(
@@ -570,7 +584,13 @@ fn check_url(url: &Url, key: &KeyPath, schemes: &[&str], credentials_hint: &str,
     true
 }
 
-fn check_lane_map(map: &LaneMap, base: &KeyPath, names_allowed: bool, names_hint: &str, out: &mut Issues) {
+fn check_lane_map(
+    map: &LaneMap,
+    base: &KeyPath,
+    names_allowed: bool,
+    names_hint: &str,
+    out: &mut Issues,
+) {
     if map.is_empty() {
         out.push(base.clone(), "the lane map is empty; map at least one lane");
     }
@@ -636,7 +656,10 @@ fn check_serial(s: &SerialSource, base: &KeyPath, out: &mut Issues) {
     if !s.port.is_absolute() {
         out.push(
             base.key("port"),
-            format!("{:?} is not an absolute device path (e.g. \"/dev/ttyUSB0\")", s.port),
+            format!(
+                "{:?} is not an absolute device path (e.g. \"/dev/ttyUSB0\")",
+                s.port
+            ),
         );
     }
     if !STANDARD_BAUD_RATES.contains(&s.baud) {
@@ -754,7 +777,9 @@ fn check_mqtt(m: &MqttSource, base: &KeyPath, out: &mut Issues) {
     let url_key = base.key("url");
     let hint = "use username and password or password_file";
     if check_url(&m.url, &url_key, &["mqtt", "mqtts"], hint, out) {
-        if !matches!(m.url.path(), "" | "/") || m.url.query().is_some() || m.url.fragment().is_some()
+        if !matches!(m.url.path(), "" | "/")
+            || m.url.query().is_some()
+            || m.url.fragment().is_some()
         {
             out.push(
                 url_key.clone(),
@@ -762,11 +787,16 @@ fn check_mqtt(m: &MqttSource, base: &KeyPath, out: &mut Issues) {
             );
         }
         if m.ca_file.is_some() && !m.is_tls() {
-            out.push(base.key("ca_file"), "ca_file is only used with mqtts:// URLs");
+            out.push(
+                base.key("ca_file"),
+                "ca_file is only used with mqtts:// URLs",
+            );
         }
     }
     if let Some(id) = &m.client_id {
-        if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_whitespace() || c.is_control())
+        if id.is_empty()
+            || id.len() > 128
+            || id.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             out.push(
                 base.key("client_id"),
@@ -774,7 +804,13 @@ fn check_mqtt(m: &MqttSource, base: &KeyPath, out: &mut Issues) {
             );
         }
     }
-    check_credentials(base, m.username.as_ref(), m.password.as_ref(), m.password_file.is_some(), out);
+    check_credentials(
+        base,
+        m.username.as_ref(),
+        m.password.as_ref(),
+        m.password_file.is_some(),
+        out,
+    );
     if !(5..=3600).contains(&m.keep_alive_s) {
         out.push(
             base.key("keep_alive_s"),
@@ -835,17 +871,29 @@ fn check_mqtt(m: &MqttSource, base: &KeyPath, out: &mut Issues) {
 fn check_camera(c: &CameraSource, base: &KeyPath, out: &mut Issues) {
     let hint = "use username and password or password_file";
     check_url(&c.url, &base.key("url"), &["rtsp", "rtsps"], hint, out);
-    check_credentials(base, c.username.as_ref(), c.password.as_ref(), c.password_file.is_some(), out);
+    check_credentials(
+        base,
+        c.username.as_ref(),
+        c.password.as_ref(),
+        c.password_file.is_some(),
+        out,
+    );
     if c.pre_event_s > MAX_PRE_EVENT_S {
         out.push(
             base.key("pre_event_s"),
-            format!("{} is above the maximum of {MAX_PRE_EVENT_S}", c.pre_event_s),
+            format!(
+                "{} is above the maximum of {MAX_PRE_EVENT_S}",
+                c.pre_event_s
+            ),
         );
     }
     if c.post_event_s > MAX_POST_EVENT_S {
         out.push(
             base.key("post_event_s"),
-            format!("{} is above the maximum of {MAX_POST_EVENT_S}", c.post_event_s),
+            format!(
+                "{} is above the maximum of {MAX_POST_EVENT_S}",
+                c.post_event_s
+            ),
         );
     }
     check_detector_id(base, c.detector_id.as_ref(), out);
@@ -873,7 +921,10 @@ fn check_simulated(s: &SimulatedSource, base: &KeyPath, out: &mut Issues) {
     if s.vehicles_per_hour > 3000 {
         out.push(
             base.key("vehicles_per_hour"),
-            format!("{} is above the maximum of 3000 per lane", s.vehicles_per_hour),
+            format!(
+                "{} is above the maximum of 3000 per lane",
+                s.vehicles_per_hour
+            ),
         );
     }
     if !(5.0..=200.0).contains(&s.mean_speed_kmh) {
@@ -891,7 +942,9 @@ mod tests {
 
     #[test]
     fn topic_filters() {
-        for ok in ["a/b", "+", "#", "a/+/c", "a/#", "+/+", "/a", "a//b", "$SYS/#"] {
+        for ok in [
+            "a/b", "+", "#", "a/+/c", "a/#", "+/+", "/a", "a//b", "$SYS/#",
+        ] {
             assert_eq!(topic_filter_problem(ok), None, "{ok}");
         }
         for bad in ["", "a#", "a/#/b", "a/b+", "+a/b", "##"] {

@@ -1,5 +1,7 @@
 //! Every file in `examples/` must load and validate.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on broken fixtures, as tests do
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -17,7 +19,10 @@ struct FakeFiles {
 impl FileAccess for FakeFiles {
     fn read_to_string(&self, path: &Path) -> io::Result<String> {
         self.read.lock().unwrap().push(path.to_owned());
-        Ok(format!("secret-of-{}\n", path.file_name().unwrap().to_string_lossy()))
+        Ok(format!(
+            "secret-of-{}\n",
+            path.file_name().unwrap().to_string_lossy()
+        ))
     }
 
     fn is_file(&self, _: &Path) -> bool {
@@ -70,7 +75,8 @@ fn default_config_is_minimal_example_and_loads_on_any_host() {
 fn motorway_site_resolves_secrets_and_lanes() {
     let files = FakeFiles::default();
     let text = &examples()["motorway-site.toml"];
-    let config = Config::from_str_with_files("motorway-site.toml", text, Vec::new(), &files).unwrap();
+    let config =
+        Config::from_str_with_files("motorway-site.toml", text, Vec::new(), &files).unwrap();
     let uplink = config.uplink.as_ref().unwrap();
     assert_eq!(uplink.tls.mode, TlsMode::VerifyFull);
     assert_eq!(uplink.password().unwrap().expose(), "secret-of-db-password");
@@ -78,7 +84,10 @@ fn motorway_site_resolves_secrets_and_lanes() {
         config.mqtt[0].password().unwrap().expose(),
         "secret-of-mqtt-password"
     );
-    assert_eq!(config.mqtt[0].client_id(&config.node), "a4-km12-north-cabinet-broker");
+    assert_eq!(
+        config.mqtt[0].client_id(&config.node),
+        "a4-km12-north-cabinet-broker"
+    );
     assert_eq!(config.mqtt[0].port(), 8883);
     assert_eq!(config.node.site_id(), "A4-KM12.3-N");
     let protocols: Vec<Protocol> = config.serial.iter().map(|s| s.protocol).collect();

@@ -3,6 +3,8 @@
 //! passed as the environment. `UPDATE_GOLDEN=1 cargo test -p edge-config
 //! --test golden` rewrites the `.err` files (review the diff!).
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on broken fixtures, as tests do
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -58,5 +60,9 @@ fn golden_errors_match_exactly() {
             ));
         }
     }
-    assert!(failures.is_empty(), "golden mismatches:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden mismatches:\n{}",
+        failures.join("\n")
+    );
 }
