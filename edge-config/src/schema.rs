@@ -22,23 +22,23 @@ use crate::size::ByteSize;
 /// environment overrides, read `*_file` secrets and validate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    /// `[node]`: required.
+    /// Required. `[node]`.
     pub node: Node,
-    /// `[spool]`: optional, every key has a default.
+    /// Default: every key at its default. `[spool]`.
     pub spool: Spool,
-    /// `[uplink]`: optional. Absent = no uplink; samples stay in the spool.
+    /// Default: none, i.e. no uplink: samples stay in the spool. `[uplink]`.
     pub uplink: Option<Uplink>,
-    /// `[aggregation]`: optional, every key has a default.
+    /// Default: every key at its default. `[aggregation]`.
     pub aggregation: Aggregation,
-    /// `[http]`: optional, every key has a default.
+    /// Default: every key at its default. `[http]`.
     pub http: Http,
-    /// `[[serial]]`: serial-line detectors. Default: none.
+    /// Default: none. `[[serial]]`: serial-line detectors.
     pub serial: Vec<SerialSource>,
-    /// `[[mqtt]]`: MQTT brokers with sensor topics. Default: none.
+    /// Default: none. `[[mqtt]]`: MQTT brokers with sensor topics.
     pub mqtt: Vec<MqttSource>,
-    /// `[[camera]]`: RTSP cameras. Default: none.
+    /// Default: none. `[[camera]]`: RTSP cameras.
     pub camera: Vec<CameraSource>,
-    /// `[[simulated]]`: synthetic traffic for demos and tests. Default: none.
+    /// Default: none. `[[simulated]]`: synthetic traffic for demos and tests.
     pub simulated: Vec<SimulatedSource>,
 }
 
