@@ -151,6 +151,8 @@ struct IndexEntry {
     path: KeyPath,
     key_span: Range<usize>,
     value_span: Range<usize>,
+    /// TOML type of the value ("table", "datetime", ...).
+    kind: &'static str,
 }
 
 struct Loader<'a> {
@@ -322,8 +324,42 @@ impl<'a> Loader<'a> {
     fn add_serde_error(&mut self, err: &toml::de::Error, fallback: Range<usize>) {
         let span = err.span().unwrap_or(fallback);
         let path = self.path_at(&span);
-        let (key, reason) = translate(err.message(), path);
+        let (key, mut reason) = translate(err.message(), path.clone());
+        // toml hands date-times to serde as tables; don't call them that.
+        let is_datetime = self
+            .index
+            .iter()
+            .any(|e| e.path == path && e.kind == "datetime");
+        if is_datetime {
+            reason = reason.replace("found a table", "found a date-time");
+        }
         self.problem_at(span, &key, reason);
+    }
+
+    /// The key of a syntax error: the indexed path at `span`, else the text
+    /// at `span` (e.g. a duplicated key) under the last table header before it.
+    fn syntax_key(&self, span: &Range<usize>) -> KeyPath {
+        let path = self.path_at(span);
+        if !path.is_root() {
+            return path;
+        }
+        let text = self.text.get(span.clone()).unwrap_or_default().trim();
+        if text.is_empty() || text.len() > 64 || text.contains(['\n', '=', '[', ']', '"']) {
+            return path;
+        }
+        let table = self
+            .index
+            .iter()
+            .filter(|e| e.kind == "table" && e.value_span.start <= span.start)
+            .filter(|e| {
+                self.text
+                    .get(e.value_span.clone())
+                    .is_some_and(|t| t.starts_with('['))
+            })
+            .max_by_key(|e| e.value_span.start)
+            .map(|e| e.path.clone())
+            .unwrap_or_default();
+        table.key(text)
     }
 
     fn run(&mut self, env: &[(String, String)], files: &dyn FileAccess) -> Option<Config> {
@@ -348,7 +384,7 @@ impl<'a> Loader<'a> {
             // Later errors are mostly the recovery's echoes of the first.
             index_table(&root, &KeyPath::root(), &mut self.index);
             let span = first.span().unwrap_or(0..0);
-            let path = self.path_at(&span);
+            let path = self.syntax_key(&span);
             self.problem_at(span, &path, format!("TOML syntax: {}", first.message()));
             return None;
         }
@@ -386,19 +422,23 @@ impl<'a> Loader<'a> {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => format!("valid tables: {}", SECTIONS.join(", ")),
                 };
-                self.problem_at(
-                    key.span(),
-                    &path,
-                    format!("unknown table `{name}` ({hint})"),
-                );
+                let reason = match value.get_ref() {
+                    DeValue::Table(_) | DeValue::Array(_) => {
+                        format!("unknown table `{name}` ({hint})")
+                    }
+                    _ => format!(
+                        "unknown top-level key `{name}`: keys belong in a table such as [node] ({hint})"
+                    ),
+                };
+                self.problem_at(key.span(), &path, reason);
                 continue;
             };
             let ok = match section {
-                "node" => self.single(value, &mut node),
-                "spool" => self.single_into(value, &mut config.spool),
-                "aggregation" => self.single_into(value, &mut config.aggregation),
-                "http" => self.single_into(value, &mut config.http),
-                "uplink" => self.single(value, &mut config.uplink),
+                "node" => self.single(section, value, &mut node),
+                "spool" => self.single_into(section, value, &mut config.spool),
+                "aggregation" => self.single_into(section, value, &mut config.aggregation),
+                "http" => self.single_into(section, value, &mut config.http),
+                "uplink" => self.single(section, value, &mut config.uplink),
                 "serial" => self.array(section, value, &mut config.serial, &mut origins.serial),
                 "mqtt" => self.array(section, value, &mut config.mqtt, &mut origins.mqtt),
                 "camera" => self.array(section, value, &mut config.camera, &mut origins.camera),
@@ -442,7 +482,7 @@ impl<'a> Loader<'a> {
             };
             // Problems of a table that did not parse are unreliable; a
             // missing-sources problem is wrong if a source did not parse.
-            if failed.contains(top) || (top.is_empty() && (source_failed || !failed.is_empty())) {
+            if failed.contains(top) || (top.is_empty() && source_failed) {
                 continue;
             }
             issue.reason = origins.remap_text(&issue.reason);
@@ -504,10 +544,28 @@ impl<'a> Loader<'a> {
     /// Deserializes a singleton section into `slot`.
     fn single<T: for<'de> Deserialize<'de>>(
         &mut self,
+        section: &str,
         value: Spanned<DeValue<'_>>,
         slot: &mut Option<T>,
     ) -> bool {
         let span = value.span();
+        if let DeValue::Array(_) = value.get_ref() {
+            // serde would read an array as a struct's fields in order and
+            // complain about the first one; say what is really wrong.
+            let path = KeyPath::root().key(section);
+            let name = section;
+            let header_form = self
+                .text
+                .get(span.clone())
+                .is_some_and(|t| t.starts_with("[["));
+            let reason = if header_form {
+                format!("[[{name}]] declares an array of tables; write [{name}] (single brackets)")
+            } else {
+                "wrong type: expected a table, found an array".to_owned()
+            };
+            self.problem_at(span, &path, reason);
+            return false;
+        }
         match T::deserialize(ValueDeserializer::from(value)) {
             Ok(v) => {
                 *slot = Some(v);
@@ -522,11 +580,12 @@ impl<'a> Loader<'a> {
 
     fn single_into<T: for<'de> Deserialize<'de>>(
         &mut self,
+        section: &str,
         value: Spanned<DeValue<'_>>,
         slot: &mut T,
     ) -> bool {
         let mut tmp = None;
-        let ok = self.single(value, &mut tmp);
+        let ok = self.single(section, value, &mut tmp);
         if let Some(v) = tmp {
             *slot = v;
         }
@@ -702,6 +761,7 @@ fn index_table(table: &DeTable<'_>, base: &KeyPath, out: &mut Vec<IndexEntry>) {
             path: path.clone(),
             key_span: key.span(),
             value_span: value.span(),
+            kind: value.get_ref().type_str(),
         });
         index_value(value.get_ref(), &path, out);
     }
@@ -717,6 +777,7 @@ fn index_value(value: &DeValue<'_>, path: &KeyPath, out: &mut Vec<IndexEntry>) {
                     path: p.clone(),
                     key_span: item.span(),
                     value_span: item.span(),
+                    kind: item.get_ref().type_str(),
                 });
                 index_value(item.get_ref(), &p, out);
             }
@@ -772,7 +833,10 @@ fn type_words(expected: &str) -> String {
 
 /// serde's "found" phrases ("integer `5`", "sequence") in words for people.
 fn found_words(found: &str) -> String {
-    let found = found.replace('`', "");
+    let found = found
+        .replace('`', "")
+        .replace(" as i128", "")
+        .replace(" as u128", "");
     match found.as_str() {
         "sequence" => "an array".to_owned(),
         "map" => "a table".to_owned(),
