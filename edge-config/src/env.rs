@@ -172,6 +172,20 @@ mod tests {
     }
 
     #[test]
+    fn the_last_duplicate_wins() {
+        let env = vec![
+            ("INGEST__HTTP__LISTEN".to_owned(), "first".to_owned()),
+            ("INGEST__NODE__EDGE_ID".to_owned(), "a".to_owned()),
+            ("INGEST__HTTP__LISTEN".to_owned(), "second".to_owned()),
+        ];
+        let (o, p) = parse_overrides(&env);
+        assert!(p.is_empty());
+        assert_eq!(o.len(), 2);
+        assert_eq!(o[0].var, "INGEST__HTTP__LISTEN");
+        assert_eq!(o[0].value.as_str(), Some("second"));
+    }
+
+    #[test]
     fn bad_values_and_unknown_names() {
         let env = vec![
             (
