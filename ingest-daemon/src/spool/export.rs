@@ -38,7 +38,7 @@ pub fn export_samples_csv<W: Write>(
     out: W,
 ) -> Result<ExportSummary, SpoolError> {
     let mut out = BufWriter::new(out);
-    writeln!(out, "{CSV_HEADER}").map_err(SpoolError::Export)?;
+    write!(out, "{CSV_HEADER}\r\n").map_err(SpoolError::Export)?;
     let mut line = String::new();
     let summary = for_each_sample(spool, after_seq, |seq, appended_at, sample| {
         line.clear();
