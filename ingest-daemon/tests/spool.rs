@@ -64,13 +64,13 @@ fn small_segments() -> SpoolConfig {
 }
 
 fn open(dir: &Path) -> Spool {
-    Spool::open(dir, SpoolConfig::default()).unwrap()
+    Spool::open(dir, SpoolConfig::default()).expect("open spool")
 }
 
 fn segment_files(dir: &Path, class: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir.join(class))
-        .unwrap()
-        .map(|e| e.unwrap().path())
+        .expect("list segments")
+        .map(|e| e.expect("list segments").path())
         .filter(|p| p.extension().is_some_and(|e| e == "seg"))
         .collect();
     files.sort();
@@ -78,7 +78,7 @@ fn segment_files(dir: &Path, class: &str) -> Vec<PathBuf> {
 }
 
 fn all_samples(spool: &mut Spool, after: u64) -> Vec<(u64, TrafficSample)> {
-    spool.read_samples(after, usize::MAX).unwrap()
+    spool.read_samples(after, usize::MAX).expect("read samples")
 }
 
 #[test]
@@ -191,8 +191,10 @@ fn torn_tail_at_every_offset_loses_only_the_torn_record() {
 fn samples_with_offsets(spool: &mut Spool, n: u32) -> Vec<u64> {
     (0..n)
         .map(|i| {
-            let offset = spool.stat().unwrap().samples.bytes;
-            spool.append_sample(at(i.into()), &sample(i)).unwrap();
+            let offset = spool.stat().expect("stat").samples.bytes;
+            spool
+                .append_sample(at(i.into()), &sample(i))
+                .expect("append");
             offset
         })
         .collect()

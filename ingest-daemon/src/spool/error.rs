@@ -27,6 +27,11 @@ pub enum SpoolError {
         max: u64,
     },
 
+    /// The sequence counter reached u64::MAX (only a forged cursor or segment name gets
+    /// there).
+    #[error("spool: sequence numbers exhausted")]
+    SequenceExhausted,
+
     #[error("spool: encoding sample failed: {0}")]
     Encode(#[source] postcard::Error),
 

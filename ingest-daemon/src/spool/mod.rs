@@ -561,6 +561,11 @@ impl Spool {
         self.samples.bytes() + self.raw.bytes()
     }
 
+    /// Bytes of the segment files of one class.
+    pub fn class_bytes(&self, class: RecordClass) -> u64 {
+        self.class(class).bytes()
+    }
+
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.recovery
     }
@@ -596,6 +601,9 @@ impl Spool {
                 len: payload.len(),
                 max,
             });
+        }
+        if self.next_seq == u64::MAX {
+            return Err(SpoolError::SequenceExhausted);
         }
         let record_len = HEADER_LEN as u64 + payload.len() as u64;
         self.make_room(class, record_len)?;
