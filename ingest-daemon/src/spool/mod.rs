@@ -1230,3 +1230,41 @@ impl Iterator for RecordIter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_payload_errors_are_reported_not_panicked() {
+        assert!(matches!(decode_sample(&[]), Err(SampleDecodeError::Empty)));
+        assert!(matches!(
+            decode_sample(&[9, 1, 2]),
+            Err(SampleDecodeError::UnknownVersion(9))
+        ));
+        assert!(matches!(
+            decode_sample(&[SAMPLE_FORMAT_VERSION, 0xFF]),
+            Err(SampleDecodeError::Postcard(_))
+        ));
+    }
+
+    #[test]
+    fn config_defaults_validate_and_scale() {
+        SpoolConfig::default().validate().unwrap();
+        let small = SpoolConfig::with_max_total_bytes(8 * MIB);
+        small.validate().unwrap();
+        assert_eq!(small.max_segment_bytes, 512 * KIB);
+        assert_eq!(
+            SpoolConfig::with_max_total_bytes(4 * 1024 * MIB).max_segment_bytes,
+            8 * MIB
+        );
+        assert!(
+            SpoolConfig {
+                max_segment_bytes: 1024,
+                ..SpoolConfig::default()
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}
