@@ -40,7 +40,8 @@ impl MosquittoBuilder {
         self
     }
 
-    /// Appends a line to the broker config (e.g. `"max_inflight_messages 1"`).
+    /// Appends a line to the broker config (e.g. `"max_inflight_messages 1"`). Leave the
+    /// logging alone: startup is detected by the log's "running" line.
     pub fn config_line(mut self, line: &str) -> Self {
         self.extra.push(line.to_owned());
         self
@@ -225,10 +226,12 @@ impl Mosquitto {
     /// panicking on failure. The payload goes in whole (`-s` reads stdin as one message;
     /// empty payloads use `-n`), so any bytes work.
     ///
-    /// One call is one connection and one message. Avoid `mosquitto_pub -l` (a message a
-    /// line) for bulk input: Debian's 2.0.11 client exits at end of input before QoS 1
-    /// messages are all sent, silently losing the tail. Loop over `publish` instead, or
-    /// use `mosquitto_pub --repeat N` for many copies of one message.
+    /// One call is one connection and one message. Bulk input through
+    /// `mosquitto_pub -l -q 1` (a message a line) has been reported to deliver only part of
+    /// a large input on Debian; not reproduced here (50 000 lines of 300 bytes arrived
+    /// whole), but a broker's default `max_queued_messages 1000` silently drops QoS 1
+    /// messages queued for a slow subscriber, which looks the same. This broker queues
+    /// 100 000. Prefer a loop over `publish`, or `mosquitto_pub --repeat N` for copies.
     pub fn publish(&self, topic: &str, payload: impl AsRef<[u8]>, qos: u8) {
         self.try_publish(topic, payload.as_ref(), qos, false)
             .unwrap_or_else(|e| panic!("test-support: {e}"));

@@ -59,6 +59,10 @@ fn subscription_gets_binary_payloads_in_order() {
     assert_eq!((second.topic.as_str(), second.payload.len()), ("bin/y", 0));
     assert_eq!(sub.next_message().payload, b"third");
     assert!(sub.recv_timeout(Duration::from_millis(200)).is_none());
+
+    let big: Vec<u8> = (0..256 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    broker.publish("bin/big", &big, 1);
+    assert_eq!(sub.next_message().payload, big);
 }
 
 #[test]
