@@ -4,6 +4,7 @@ use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -474,6 +475,8 @@ fn write_password_file(file: &Path, users: &[(String, String)]) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // Newer brokers warn about (and may refuse) a password file others can read.
+    let _ = fs::set_permissions(file, fs::Permissions::from_mode(0o600));
 }
 
 /// Options for a [`Subscription`]; from [`Mosquitto::subscriber`].
