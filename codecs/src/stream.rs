@@ -110,6 +110,9 @@ impl<C: FrameCodec> StreamDecoder<C> {
         let mut first_error: Option<DecodeError> = None;
         let skip_base = self.base;
         let continued = self.discarding_line.is_some();
+        if continued && self.buf.is_empty() {
+            return None;
+        }
         if let Some(error) = self.discarding_line.take() {
             skipped += self.drop_rest_of_line(error.clone());
             first_error = Some(error);
@@ -344,6 +347,71 @@ mod tests {
         }
         d.push(&wire[wire.len() - 1..]);
         assert_eq!(d.next(), Some(Decoded::Frame(b"hello".to_vec())));
+    }
+
+    /// A line format: frames are lines of ASCII digits.
+    struct Digits;
+
+    impl FrameCodec for Digits {
+        type Frame = Vec<u8>;
+        const NAME: &'static str = "digits";
+        const MAX_FRAME_LEN: usize = 64;
+        const LINE_DELIMITER: Option<u8> = Some(b'\n');
+
+        fn decode(&self, buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, DecodeError> {
+            for (i, b) in buf.iter().enumerate() {
+                match b {
+                    b'\n' => return Ok(Some((buf[..i].to_vec(), i + 1))),
+                    b'0'..=b'9' => {}
+                    _ => return Err(DecodeError::new(i, DecodeErrorKind::BadStart)),
+                }
+            }
+            Ok(None)
+        }
+
+        fn encode(&self, frame: &Vec<u8>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+            out.extend(frame);
+            out.push(b'\n');
+            Ok(())
+        }
+
+        fn could_start(&self, tail: &[u8]) -> bool {
+            tail.first().is_some_and(u8::is_ascii_digit)
+        }
+    }
+
+    #[test]
+    fn a_bad_line_is_dropped_through_its_end_even_across_reads() {
+        let mut d = StreamDecoder::new(Digits);
+        d.push(b"12\n3x4");
+        assert_eq!(d.next(), Some(Decoded::Frame(b"12".to_vec())));
+        assert!(matches!(
+            d.next(),
+            Some(Decoded::Skipped {
+                offset: 4,
+                bytes: 3,
+                ..
+            })
+        ));
+        assert_eq!(
+            d.next(),
+            None,
+            "nothing more until the rest of the line arrives"
+        );
+        d.push(b"56\n78\n");
+        // "56" belongs to the bad line: dropped, not decoded as a frame.
+        assert!(matches!(
+            d.next(),
+            Some(Decoded::Skipped {
+                offset: 7,
+                bytes: 3,
+                ..
+            })
+        ));
+        assert_eq!(d.next(), Some(Decoded::Frame(b"78".to_vec())));
+        assert_eq!(d.next(), None);
+        let s = d.stats();
+        assert_eq!((s.frames, s.errors, s.skipped_bytes), (2, 1, 6));
     }
 
     #[test]
