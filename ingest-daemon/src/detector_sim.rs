@@ -177,7 +177,10 @@ impl Protocol {
 
     /// Whether frames carry a checksum that `--bad-checksum-every` can corrupt.
     pub fn has_checksum(self) -> bool {
-        matches!(self, Self::Ss125 | Self::Ss105 | Self::RtmsG4 | Self::Ft12Tls)
+        matches!(
+            self,
+            Self::Ss125 | Self::Ss105 | Self::RtmsG4 | Self::Ft12Tls
+        )
     }
 
     /// The most lanes one run can have (what the frames can address or hold).
@@ -331,7 +334,8 @@ impl SimSpec {
             p.max_lanes()
         );
         ensure!(
-            self.vehicles_per_hour.is_finite() && (0.0..=20_000.0).contains(&self.vehicles_per_hour),
+            self.vehicles_per_hour.is_finite()
+                && (0.0..=20_000.0).contains(&self.vehicles_per_hour),
             "vehicles per hour must be 0..=20000"
         );
         ensure!(self.duration_s > 0, "the duration must be at least 1 s");
@@ -453,7 +457,9 @@ impl Truth {
                 volume: volume.parse().with_context(bad)?,
                 classes,
             };
-            truth.rows.insert((lane.parse().with_context(bad)?, bin_ms), row);
+            truth
+                .rows
+                .insert((lane.parse().with_context(bad)?, bin_ms), row);
         }
         Ok(truth)
     }
@@ -713,7 +719,11 @@ pub fn run(spec: &SimSpec, pace: Pace, sink: &mut dyn Sink) -> Result<Report> {
     // The simulator uses streams 1..=lanes.
     rng.set_stream(u64::MAX);
     let (alphabet, garbage_line) = garbage_alphabet(spec);
-    ensure!(!alphabet.is_empty(), "no garbage octets for {}", spec.protocol);
+    ensure!(
+        !alphabet.is_empty(),
+        "no garbage octets for {}",
+        spec.protocol
+    );
     let mut runner = Runner {
         spec,
         sink,
@@ -766,6 +776,7 @@ pub struct Args {
     /// Seed of the traffic generator (same seed, same frames).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Road lanes 1..=N (at most 15 for ss105, 16 for pems and ft12_tls).
     #[arg(long, default_value_t = 3)]
     pub lanes: u16,
     /// Constant demand per lane.
@@ -783,7 +794,11 @@ pub struct Args {
     pub interval_s: u32,
     /// File, serial device or pty to write to, `-` for stdout. For vlog with several lanes
     /// `{lane}` in the path is replaced by the lane number.
-    #[arg(long, required_unless_present = "mqtt_url", conflicts_with = "mqtt_url")]
+    #[arg(
+        long,
+        required_unless_present = "mqtt_url",
+        conflicts_with = "mqtt_url"
+    )]
     pub out: Option<String>,
     /// realtime, a speed-up factor such as 10x, or max.
     #[arg(long, default_value = "realtime")]
@@ -803,8 +818,10 @@ pub struct Args {
     /// Publish to this broker instead: `mqtt://host:port` (plain TCP).
     #[arg(long, requires = "topic")]
     pub mqtt_url: Option<String>,
+    /// Topic to publish to (no wildcards).
     #[arg(long, requires = "mqtt_url")]
     pub topic: Option<String>,
+    /// MQTT QoS: 0 (counted as written to the socket) or 1 (counted as acknowledged).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub qos: u8,
 }
@@ -885,4 +902,73 @@ pub fn main_with(args: &Args) -> Result<Summary> {
         );
     }
     Ok(report.summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        assert_eq!(
+            parse_mqtt_url("mqtt://127.0.0.1:1884").unwrap(),
+            ("127.0.0.1".to_owned(), 1884)
+        );
+        assert_eq!(
+            parse_mqtt_url("tcp://broker/").unwrap(),
+            ("broker".to_owned(), 1883)
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://[::1]:1885").unwrap(),
+            ("::1".to_owned(), 1885)
+        );
+        assert!(parse_mqtt_url("mqtts://broker:8883").is_err());
+        assert!(parse_mqtt_url("mqtt://:1883").is_err());
+        assert!(parse_mqtt_url("mqtt://h:99999").is_err());
+    }
+
+    #[test]
+    fn garbage_octets_never_start_a_frame() {
+        for protocol in Protocol::ALL {
+            let spec = SimSpec::new(protocol, at("2024-03-04T08:00:00Z"), 60);
+            let (alphabet, line) = garbage_alphabet(&spec);
+            assert!(alphabet.len() > 50, "{protocol}");
+            assert_eq!(line, matches!(protocol, Protocol::Vlog | Protocol::Pems));
+            if line || protocol.is_json() {
+                assert!(!alphabet.contains(&b'\n'), "{protocol}");
+            }
+            let starts: &[u8] = match protocol {
+                Protocol::Ss125 => b"Z",
+                Protocol::Ss105 => b"Z\r\n",
+                Protocol::RtmsG4 => &[0xFF],
+                Protocol::Ft12Tls => &[0x68, 0x10, 0xE5],
+                Protocol::Vlog => b"0123456789?*",
+                Protocol::Pems => b"0123456789",
+                Protocol::VehicleJson | Protocol::Fiware => b"{[",
+            };
+            assert!(starts.iter().all(|b| !alphabet.contains(b)), "{protocol}");
+        }
+    }
+
+    #[test]
+    fn corruption_changes_only_the_checksum() {
+        let ss105 = b"Z00001XD00000000ABCD~\r";
+        let bad = corrupt(Protocol::Ss105, ss105).unwrap();
+        assert_eq!(bad, b"Z00001XD00000000ABCE~\r");
+        let ft12 = [0x68, 0x03, 0x03, 0x68, 0x08, 0x01, 0x00, 0x09, 0x16];
+        let bad = corrupt(Protocol::Ft12Tls, &ft12).unwrap();
+        assert_eq!(bad[7], 0x09 ^ 0xFF);
+        assert_eq!((bad.len(), bad[8]), (ft12.len(), 0x16));
+        // An E5 inside would decode as an acknowledgement: not a clean corruption.
+        let with_ack = [0x68, 0x03, 0x03, 0x68, 0x08, 0x01, 0xE5, 0xEE, 0x16];
+        assert_eq!(corrupt(Protocol::Ft12Tls, &with_ack), None);
+        assert_eq!(
+            corrupt(Protocol::Pems, b"1,1,,,,01/01/2024 00:00:00\n"),
+            None
+        );
+    }
 }

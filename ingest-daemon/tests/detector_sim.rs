@@ -254,7 +254,10 @@ fn assert_received_truth(spec: &SimSpec, truth: &Truth, rx: &Received) {
         "{} (events: {}): decoded ≠ truth",
         spec.protocol, spec.ss125_events
     );
-    assert_eq!(spec.carries_classes(), truth.rows.values().all(|r| r.classes.is_some()));
+    assert_eq!(
+        spec.carries_classes(),
+        truth.rows.values().all(|r| r.classes.is_some())
+    );
 }
 
 fn bins(spec: &SimSpec) -> usize {
@@ -267,10 +270,23 @@ fn every_protocol_decodes_to_the_truth() {
         let dir = tempfile::tempdir().unwrap();
         let (report, files) = run_to_files(&spec, dir.path());
         let s = &report.summary;
-        assert!(s.vehicles > 400, "{}: {} vehicles", spec.protocol, s.vehicles);
+        assert!(
+            s.vehicles > 400,
+            "{}: {} vehicles",
+            spec.protocol,
+            s.vehicles
+        );
         assert_eq!(s.truth_vehicles, s.vehicles, "{}", spec.protocol);
-        assert_eq!((s.garbage_runs, s.bad_checksum_frames, s.expected_resyncs), (0, 0, 0));
-        assert_eq!(report.truth.rows.len(), bins(&spec) * 3, "{}", spec.protocol);
+        assert_eq!(
+            (s.garbage_runs, s.bad_checksum_frames, s.expected_resyncs),
+            (0, 0, 0)
+        );
+        assert_eq!(
+            report.truth.rows.len(),
+            bins(&spec) * 3,
+            "{}",
+            spec.protocol
+        );
         let rx = receive(&spec, &files);
         assert_eq!(rx.errors, 0, "{}", spec.protocol);
         assert_eq!(rx.frames, s.frames, "{}", spec.protocol);
@@ -314,7 +330,12 @@ fn injected_faults_cost_one_resync_each_and_the_truth_still_holds() {
 
 #[test]
 fn bad_checksums_alone_are_one_resync_each() {
-    for protocol in [Protocol::Ss125, Protocol::Ss105, Protocol::RtmsG4, Protocol::Ft12Tls] {
+    for protocol in [
+        Protocol::Ss125,
+        Protocol::Ss105,
+        Protocol::RtmsG4,
+        Protocol::Ft12Tls,
+    ] {
         let mut spec = spec(protocol);
         spec.duration_s = 1800;
         spec.bad_checksum_every = 3;
@@ -437,7 +458,10 @@ fn the_binary_writes_the_same_frames_and_truth_as_the_library() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&status.stderr);
     assert!(status.status.success(), "{stderr}");
-    assert!(stderr.contains("detector-sim summary: protocol=ss125"), "{stderr}");
+    assert!(
+        stderr.contains("detector-sim summary: protocol=ss125"),
+        "{stderr}"
+    );
     assert!(stderr.contains("bad_checksum_frames="), "{stderr}");
 
     let parsed = Args::try_parse_from(
@@ -466,7 +490,16 @@ fn the_binary_writes_the_same_frames_and_truth_as_the_library() {
 fn the_binary_refuses_mixing_frames_and_truth_on_stdout() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_detector-sim"))
         .args(["--protocol", "pems", "--start", "2024-03-04T08:00:00Z"])
-        .args(["--duration", "60", "--out", "-", "--truth", "-", "--pace", "max"])
+        .args([
+            "--duration",
+            "60",
+            "--out",
+            "-",
+            "--truth",
+            "-",
+            "--pace",
+            "max",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -538,7 +571,12 @@ fn mqtt_qos1_messages_are_all_acknowledged_and_arrive() {
     assert!(n > 50, "{n}");
     assert_eq!(report.summary.delivery.sent, n);
     assert_eq!(report.summary.delivery.acknowledged, Some(n));
-    assert!(report.summary.to_string().contains(&format!("mqtt_acknowledged={n}")));
+    assert!(
+        report
+            .summary
+            .to_string()
+            .contains(&format!("mqtt_acknowledged={n}"))
+    );
 
     let mut lines = Vec::new();
     for i in 0..n {
@@ -562,4 +600,35 @@ fn mqtt_connection_failures_are_reported() {
     assert!(err.to_string().contains("cannot connect"), "{err:#}");
     assert!(MqttSink::connect("http://x", "t", 1, "x").is_err());
     assert!(MqttSink::connect("mqtt://127.0.0.1:1", "a/#", 1, "x").is_err());
+}
+
+#[test]
+fn mqtt_qos0_with_garbage_payloads() {
+    let broker = test_support::Mosquitto::new();
+    let topic = "sites/sim/fiware";
+    let sub = broker.subscribe(topic, 0);
+    let mut s = spec(Protocol::Fiware);
+    s.duration_s = 300;
+    s.garbage_every = 4;
+    let mut sink = MqttSink::connect(&broker.url(), topic, 0, "detector-sim-qos0").unwrap();
+    let report = run(&s, Pace::Max, &mut sink).unwrap();
+    drop(sink);
+    let sum = &report.summary;
+    let n = sum.frames + sum.garbage_runs;
+    assert_eq!(sum.delivery.sent, n);
+    assert_eq!(
+        sum.delivery.acknowledged, None,
+        "QoS 0 has no acknowledgements"
+    );
+    let mut lines = Vec::new();
+    for i in 0..n {
+        let msg = sub
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("message {i} of {n} did not arrive"));
+        lines.extend(msg.payload);
+        lines.push(b'\n');
+    }
+    let rx = receive(&s, &[lines]);
+    assert_eq!(rx.errors, sum.garbage_runs);
+    assert_received_truth(&s, &report.truth, &rx);
 }

@@ -364,7 +364,7 @@ impl FrameSource {
         let at = e.front_ms + i64::from(e.occupancy_ms);
         let speed = e.event.speed_kmh;
         let length = e.event.length_m;
-        let slot = usize::from(lane) - 1;
+        let slot = usize::from(lane).saturating_sub(1);
         let last = self.last.get(slot).copied().flatten();
         let headway_ms = last.map(|l| e.front_ms - l.front_ms);
         let one = |bin_ms: i64, class: Option<VehicleClass>| {
@@ -463,8 +463,7 @@ impl FrameSource {
                     headway_ms: headway_ms.map(u32::try_from).transpose()?,
                     class: Some(e.class),
                 };
-                let bytes =
-                    mqtt::encode_vehicle_event(&msg).context("encoding a vehicle event")?;
+                let bytes = mqtt::encode_vehicle_event(&msg).context("encoding a vehicle event")?;
                 self.push(at, bytes, None, one(bin, Some(e.class)));
             }
             Protocol::Ss105 | Protocol::Ft12Tls | Protocol::Pems | Protocol::Fiware => {
@@ -564,8 +563,16 @@ fn tls_frame(start: DateTime<Utc>, stats: &[LaneStats]) -> Result<Ft12Frame> {
             q_kfz: u16::try_from(s.volume)?.min(u16::MAX - 1),
             q_lkw: u16::try_from(q_lkw)?.min(u16::MAX - 1),
             // Per-class speeds are not tallied separately: both get the lane's mean.
-            v_pkw: if moto + short > 0 { mean(s.speed_avg_kmh) } else { 0xFF },
-            v_lkw: if q_lkw > 0 { mean(s.speed_avg_kmh) } else { 0xFF },
+            v_pkw: if moto + short > 0 {
+                mean(s.speed_avg_kmh)
+            } else {
+                0xFF
+            },
+            v_lkw: if q_lkw > 0 {
+                mean(s.speed_avg_kmh)
+            } else {
+                0xFF
+            },
             extra: LveExtra::V3 {
                 net_gap_ds: 0xFF,
                 occupancy_pct: (s.occupancy * 100.0).round().min(100.0) as u8,
