@@ -6,5 +6,6 @@
 //! - [`spool`]: the crash-safe, bounded, append-only local store of samples and raw data.
 
 pub mod aggregate;
+pub mod detector_sim;
 pub mod sim;
 pub mod spool;
