@@ -205,13 +205,9 @@ fn load_or_report(
     env: &[(String, String)],
     files: &dyn FileAccess,
 ) -> Option<LoadedConfig> {
-    match run::load_config(path, env, files) {
-        Ok(loaded) => Some(loaded),
-        Err(e) => {
-            report_problems(&e);
-            None
-        }
-    }
+    run::load_config(path, env, files)
+        .map_err(|e| report_problems(&e))
+        .ok()
 }
 
 fn cmd_run(args: RunArgs, env: &[(String, String)]) -> anyhow::Result<u8> {
@@ -250,8 +246,18 @@ fn cmd_check_config(args: CheckConfigArgs, env: &[(String, String)]) -> anyhow::
     } else {
         &HostFiles
     };
-    let Some(loaded) = load_or_report(path.as_deref(), env, files) else {
-        return Ok(1);
+    let loaded = match run::load_config(path.as_deref(), env, files) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            report_problems(&e);
+            if !args.skip_files && e.problems.iter().any(|p| p.key.ends_with("_file")) {
+                eprintln!(
+                    "(checking a box's file on another machine? --skip-files leaves out \
+                     password_file and ca_file)"
+                );
+            }
+            return Ok(1);
+        }
     };
     let mut out = io::stdout().lock();
     out.write_all(config_summary(&loaded).as_bytes())?;
@@ -286,7 +292,7 @@ pub fn config_summary(loaded: &LoadedConfig) -> String {
         kinds.push((x.id.clone(), format!("serial {} on {}", x.protocol, x.port.display())));
     }
     for x in &c.mqtt {
-        kinds.push((x.id.clone(), format!("mqtt {} ({} topics)", x.url, x.topics.len())));
+        kinds.push((x.id.clone(), format!("mqtt {} ({} topic(s))", x.url, x.topics.len())));
     }
     for x in &c.camera {
         let what = if x.metadata { "with ONVIF counting" } else { "video only" };
