@@ -139,7 +139,9 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 fn parse_time_scale(s: &str) -> Result<f64, String> {
     let n: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     if !(n.is_finite() && n > 0.0 && n <= MAX_TIME_SCALE) {
-        return Err(format!("the time scale must be above 0 and at most {MAX_TIME_SCALE}"));
+        return Err(format!(
+            "the time scale must be above 0 and at most {MAX_TIME_SCALE}"
+        ));
     }
     Ok(n)
 }
@@ -289,19 +291,32 @@ pub fn config_summary(loaded: &LoadedConfig) -> String {
     );
     let mut kinds: Vec<(String, String)> = Vec::new();
     for x in &c.serial {
-        kinds.push((x.id.clone(), format!("serial {} on {}", x.protocol, x.port.display())));
+        kinds.push((
+            x.id.clone(),
+            format!("serial {} on {}", x.protocol, x.port.display()),
+        ));
     }
     for x in &c.mqtt {
-        kinds.push((x.id.clone(), format!("mqtt {} ({} topic(s))", x.url, x.topics.len())));
+        kinds.push((
+            x.id.clone(),
+            format!("mqtt {} ({} topic(s))", x.url, x.topics.len()),
+        ));
     }
     for x in &c.camera {
-        let what = if x.metadata { "with ONVIF counting" } else { "video only" };
+        let what = if x.metadata {
+            "with ONVIF counting"
+        } else {
+            "video only"
+        };
         kinds.push((x.id.clone(), format!("camera, {what}")));
     }
     for x in &c.simulated {
         kinds.push((
             x.id.clone(),
-            format!("simulated, {} veh/h/lane, seed {}", x.vehicles_per_hour, x.seed),
+            format!(
+                "simulated, {} veh/h/lane, seed {}",
+                x.vehicles_per_hour, x.seed
+            ),
         ));
     }
     for (id, kind) in kinds {

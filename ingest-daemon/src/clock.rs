@@ -73,7 +73,10 @@ impl PipelineClock {
     /// The monotonic instant at which the clock reads `t` (now or later; a `t` before the
     /// origin maps to the origin's instant).
     pub fn instant_at(&self, t: DateTime<Utc>) -> Instant {
-        let ahead = (t - self.origin).num_microseconds().unwrap_or(i64::MAX).max(0);
+        let ahead = (t - self.origin)
+            .num_microseconds()
+            .unwrap_or(i64::MAX)
+            .max(0);
         let wall_secs = ahead as f64 / 1e6 / self.scale;
         self.origin_instant + std::time::Duration::from_secs_f64(wall_secs.min(1e9))
     }
@@ -99,7 +102,10 @@ mod tests {
         let later = origin + TimeDelta::seconds(90);
         let instant = clock.instant_at(later);
         assert_eq!(clock.at(instant), later);
-        assert_eq!(clock.wall_duration(Duration::from_secs(60)), Duration::from_secs(1));
+        assert_eq!(
+            clock.wall_duration(Duration::from_secs(60)),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

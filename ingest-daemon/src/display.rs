@@ -53,7 +53,8 @@ pub fn sample_line(seq: u64, s: &TrafficSample) -> String {
     let _ = write!(
         line,
         "  LOS {}",
-        s.los.map_or_else(|| "-".to_owned(), |l| l.as_char().to_string())
+        s.los
+            .map_or_else(|| "-".to_owned(), |l| l.as_char().to_string())
     );
     let flags: Vec<&str> = s.quality.iter_names().map(|(name, _)| name).collect();
     if flags.is_empty() {

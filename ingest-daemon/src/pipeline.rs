@@ -304,7 +304,10 @@ impl SpoolWriter {
     }
 
     async fn job(&mut self, job: Job) -> anyhow::Result<()> {
-        let mut spool = self.spool.take().context("the spool was lost by a failed write")?;
+        let mut spool = self
+            .spool
+            .take()
+            .context("the spool was lost by a failed write")?;
         let mut printer = self.printer.take();
         let mut summary = self.summary;
         let (spool, printer, summary, result) = tokio::task::spawn_blocking(move || {

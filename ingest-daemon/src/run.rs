@@ -200,7 +200,9 @@ pub fn run(
             "built-in demo configuration: spooling under the current directory \
              (pass --spool-dir to choose another place)"
         ),
-        SpoolDirOrigin::Flag | SpoolDirOrigin::Config => info!(spool = %dir.display(), "spool directory"),
+        SpoolDirOrigin::Flag | SpoolDirOrigin::Config => {
+            info!(spool = %dir.display(), "spool directory")
+        }
     }
     let lock = SpoolLock::acquire(&dir)?;
     let spool_cfg = spool_config(&config.spool);
@@ -299,7 +301,11 @@ async fn supervise(parts: Parts) -> u8 {
         );
         aggregator.open_series(det, clock.now());
         let source_counters = counters.source(&src.id).unwrap_or_default();
-        let (tx, rx) = ring(RING_CAPACITY, Arc::clone(&wake), Arc::clone(&source_counters));
+        let (tx, rx) = ring(
+            RING_CAPACITY,
+            Arc::clone(&wake),
+            Arc::clone(&source_counters),
+        );
         inputs.push(Input::new(src.id.clone(), det, rx));
         let source = Simulated::new(src, clock, tx);
         sources.spawn(run_source(source, source_counters, stop_sources.clone()));
@@ -451,9 +457,11 @@ mod tests {
 
     #[test]
     fn segment_size_is_kept_within_a_quarter_of_the_bound() {
-        let mut cfg = edge_config::Spool::default();
-        cfg.max_bytes = edge_config::ByteSize::mib(8);
-        cfg.segment_bytes = edge_config::ByteSize::mib(4);
+        let cfg = edge_config::Spool {
+            max_bytes: edge_config::ByteSize::mib(8),
+            segment_bytes: edge_config::ByteSize::mib(4),
+            ..edge_config::Spool::default()
+        };
         let s = spool_config(&cfg);
         assert_eq!(s.max_segment_bytes, 2 << 20);
         s.validate().unwrap();

@@ -2,6 +2,9 @@
 //! and with SIGTERM), the spool lock, and `spool stat|tail|export` afterwards. The samples a
 //! run spools are checked against the simulator's ground truth for the same seed and start.
 
+// Helpers outside #[test] fns panic on failure like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -15,6 +18,9 @@ use edge_config::{Config, DEFAULT_CONFIG};
 use ingest_daemon::sim::GroundTruth;
 use ingest_daemon::sources::simulated::sim_config;
 use serde_json::Value;
+
+/// (bin start, volume) of one lane, in spool order.
+type LaneBins = Vec<(DateTime<Utc>, Option<u64>)>;
 
 const SIM_START: &str = "2024-03-04T08:00:00Z";
 
@@ -53,7 +59,11 @@ fn printed_seqs(stdout: &str) -> Vec<u64> {
 }
 
 fn spool_stat(cwd: &Path, spool: &Path) -> Value {
-    let out = run_ok(daemon(cwd).args(["spool", "stat", "--json", "--spool-dir"]).arg(spool));
+    let out = run_ok(
+        daemon(cwd)
+            .args(["spool", "stat", "--json", "--spool-dir"])
+            .arg(spool),
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -101,7 +111,14 @@ struct Running {
 
 fn spawn_run(cwd: &Path, spool: &Path, extra: &[&str]) -> Running {
     let mut child = daemon(cwd)
-        .args(["run", "--time-scale", "60", "--print-samples", "--sim-start", SIM_START])
+        .args([
+            "run",
+            "--time-scale",
+            "60",
+            "--print-samples",
+            "--sim-start",
+            SIM_START,
+        ])
         .arg("--spool-dir")
         .arg(spool)
         .args(extra)
@@ -158,7 +175,11 @@ fn check_config_accepts_the_examples() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../edge-config/examples");
     let tmp = tempfile::tempdir().unwrap();
 
-    let out = run_ok(daemon(tmp.path()).arg("check-config").arg(examples.join("minimal.toml")));
+    let out = run_ok(
+        daemon(tmp.path())
+            .arg("check-config")
+            .arg(examples.join("minimal.toml")),
+    );
     let summary = text(&out.stdout);
     assert!(summary.contains("minimal.toml: OK"), "{summary}");
     assert!(summary.contains("1 source, 2 lanes"), "{summary}");
@@ -247,7 +268,15 @@ fn run_refuses_sources_this_build_cannot_run() {
     .unwrap();
     run_ok(daemon(tmp.path()).args(["check-config", "serial.toml"]));
     let out = daemon(tmp.path())
-        .args(["run", "-c", "serial.toml", "--spool-dir", "spool", "--for", "1"])
+        .args([
+            "run",
+            "-c",
+            "serial.toml",
+            "--spool-dir",
+            "spool",
+            "--for",
+            "1",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -273,7 +302,10 @@ fn run_for_spools_what_the_simulator_produced() {
     // 3 s at 60x = 3 min of traffic: about 6 bins on 2 lanes.
     assert!(seqs.len() >= 8, "{stdout}");
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
-    assert!(stdout.lines().all(|l| l.contains(" sim-1 lane ")), "{stdout}");
+    assert!(
+        stdout.lines().all(|l| l.contains(" sim-1 lane ")),
+        "{stdout}"
+    );
 
     let stat = spool_stat(tmp.path(), &spool);
     assert_eq!(stat["samples"]["records"], seqs.len());
@@ -285,7 +317,7 @@ fn run_for_spools_what_the_simulator_produced() {
     let config = Config::from_str_named("minimal.toml", DEFAULT_CONFIG, Vec::new()).unwrap();
     let src = &config.simulated[0];
     let start = at(SIM_START);
-    let mut by_lane: BTreeMap<u64, Vec<(DateTime<Utc>, Option<u64>)>> = BTreeMap::new();
+    let mut by_lane: BTreeMap<u64, LaneBins> = BTreeMap::new();
     for row in &rows {
         assert_eq!(row["edge_id"], "demo-edge");
         assert_eq!(row["site_id"], "demo-edge");
@@ -308,12 +340,20 @@ fn run_for_spools_what_the_simulator_produced() {
     for (lane, bins) in &by_lane {
         // Consecutive bins from the start, one sample each.
         for (i, (bucket, _)) in bins.iter().enumerate() {
-            assert_eq!(*bucket, start + TimeDelta::seconds(30 * i as i64), "lane {lane}");
+            assert_eq!(
+                *bucket,
+                start + TimeDelta::seconds(30 * i as i64),
+                "lane {lane}"
+            );
         }
         // Every bin but the last (cut short by the stop) holds exactly what passed.
         for (bucket, volume) in &bins[..bins.len() - 1] {
             let expected = truth.volume(*lane as u16, *bucket);
-            assert_eq!(*volume, Some(u64::from(expected)), "lane {lane} bin {bucket}");
+            assert_eq!(
+                *volume,
+                Some(u64::from(expected)),
+                "lane {lane} bin {bucket}"
+            );
             compared += 1;
         }
     }
@@ -327,12 +367,23 @@ fn run_for_spools_what_the_simulator_produced() {
             .arg(&spool),
     );
     let printed: Vec<&str> = stdout.lines().collect();
-    assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), printed[printed.len() - 2..]);
+    assert_eq!(
+        text(&out.stdout).lines().collect::<Vec<_>>(),
+        printed[printed.len() - 2..]
+    );
 
     // CSV: a header and one line per sample.
     let out = run_ok(
         daemon(tmp.path())
-            .args(["spool", "export", "--format", "csv", "--after", "2", "--spool-dir"])
+            .args([
+                "spool",
+                "export",
+                "--format",
+                "csv",
+                "--after",
+                "2",
+                "--spool-dir",
+            ])
             .arg(&spool),
     );
     let csv = text(&out.stdout);
@@ -357,7 +408,10 @@ fn sigterm_drains_and_syncs_and_the_spool_is_locked_meanwhile() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("is in use by another process"), "{err}");
-    assert!(err.contains(&format!("pid {}", running.child.id())), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", running.child.id())),
+        "{err}"
+    );
 
     signal(&running.child, "TERM");
     let (status, rest) = running.finish();
@@ -379,7 +433,14 @@ fn a_second_run_continues_the_sequence() {
     let run = |secs: &str| {
         let out = run_ok(
             daemon(tmp.path())
-                .args(["run", "--time-scale", "60", "--print-samples", "--for", secs])
+                .args([
+                    "run",
+                    "--time-scale",
+                    "60",
+                    "--print-samples",
+                    "--for",
+                    secs,
+                ])
                 .args(["--sim-start", SIM_START, "--spool-dir"])
                 .arg(&spool),
         );

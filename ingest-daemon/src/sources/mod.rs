@@ -249,8 +249,11 @@ pub async fn run_source<S: Source>(
                 Ok(()) => info!(retry_in_ms = delay.as_millis(), "source session ended"),
                 Err(error) => {
                     counters.errors_total.fetch_add(1, Ordering::Relaxed);
-                    warn!(error = format!("{error:#}"), retry_in_ms = delay.as_millis(),
-                        "source session failed");
+                    warn!(
+                        error = format!("{error:#}"),
+                        retry_in_ms = delay.as_millis(),
+                        "source session failed"
+                    );
                 }
             }
             tokio::select! {
@@ -289,10 +292,7 @@ mod tests {
         assert!(tx.push(SourceItem::Alive(t(1))));
         assert!(tx.push(SourceItem::Alive(t(2))));
         assert!(!tx.push(SourceItem::Alive(t(3))));
-        assert_eq!(
-            counters.ring_dropped_marks_total.load(Ordering::Relaxed),
-            1
-        );
+        assert_eq!(counters.ring_dropped_marks_total.load(Ordering::Relaxed), 1);
         assert_eq!(rx.len(), 2);
         assert_eq!(rx.pop(), Some(SourceItem::Alive(t(1))));
         assert!(!rx.is_closed());

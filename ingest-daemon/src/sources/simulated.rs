@@ -245,13 +245,10 @@ mod tests {
             .iter()
             .filter(|i| matches!(i, SourceItem::Vehicle { .. }))
             .collect();
-        let expected: Vec<SimEvent> = Simulator::new(
-            sim_config(&src),
-            origin,
-            origin + TimeDelta::seconds(60),
-        )
-        .filter(|e| e.arrival <= origin + TimeDelta::seconds(60))
-        .collect();
+        let expected: Vec<SimEvent> =
+            Simulator::new(sim_config(&src), origin, origin + TimeDelta::seconds(60))
+                .filter(|e| e.arrival <= origin + TimeDelta::seconds(60))
+                .collect();
         assert_eq!(vehicles.len(), expected.len());
         let marks = items.len() - vehicles.len();
         assert!(marks >= 60, "{marks} liveness marks");
