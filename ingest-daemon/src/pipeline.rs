@@ -206,6 +206,8 @@ pub struct WriterSummary {
     pub last_seq: Option<u64>,
     pub durable_seq: u64,
     pub total_bytes: u64,
+    /// fsyncs done.
+    pub syncs: u64,
 }
 
 /// The spool writer task; see the module documentation.
@@ -318,7 +320,8 @@ impl SpoolWriter {
         .context("the spool write task panicked")?;
         self.spool = Some(spool);
         self.printer = printer;
-        let appended = summary.samples - self.summary.samples;
+        let before = self.summary;
+        let appended = summary.samples - before.samples;
         self.summary = summary;
         let c = &self.counters;
         c.samples_spooled_total
@@ -326,6 +329,8 @@ impl SpoolWriter {
         c.spool_bytes.store(summary.total_bytes, Ordering::Relaxed);
         c.spool_durable_seq
             .store(summary.durable_seq, Ordering::Relaxed);
+        c.spool_syncs_total
+            .fetch_add(summary.syncs - before.syncs, Ordering::Relaxed);
         result
     }
 }
@@ -358,6 +363,7 @@ fn run_job(
         }
         Job::Sync => {
             summary.durable_seq = spool.sync().context("cannot fsync the spool")?;
+            summary.syncs += 1;
         }
     }
     summary.total_bytes = spool.total_bytes();
@@ -368,5 +374,111 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{AggregatorConfig, LaneMap};
+    use crate::counters::SourceCounters;
+    use crate::sources::{RingSender, ring};
+
+    const START: i64 = 1_709_539_200; // 2024-03-04T08:00:00Z, a bin boundary
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(START + s, 0).unwrap()
+    }
+
+    struct Harness {
+        senders: Vec<RingSender>,
+        samples: mpsc::Receiver<TrafficSample>,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    }
+
+    fn start(sources: usize) -> Harness {
+        let mut agg = Aggregator::new(AggregatorConfig::default()).unwrap();
+        let wake = Arc::new(Notify::new());
+        let mut senders = Vec::new();
+        let mut inputs = Vec::new();
+        for i in 0..sources {
+            let det = agg.add_detector("site", &format!("d{i}"), &LaneMap::identity(1));
+            let (tx, rx) = ring(64, Arc::clone(&wake), Arc::new(SourceCounters::default()));
+            senders.push(tx);
+            inputs.push(Input::new(format!("s{i}"), det, rx));
+        }
+        let (out, samples) = mpsc::channel(16);
+        // The clock is far ahead: only the sources' progress may close bins.
+        let clock = PipelineClock::new(t(3600), 1.0);
+        let counters = Arc::new(PipelineCounters::default());
+        let task = AggregatorTask::new(
+            agg,
+            inputs,
+            wake,
+            out,
+            clock,
+            Duration::from_millis(50),
+            counters,
+        );
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(task.run(stop.clone()));
+        Harness {
+            senders,
+            samples,
+            stop,
+            task,
+        }
+    }
+
+    /// Liveness every 5 s over `[from, to]` (marks ≤ 10 s apart cover the time between).
+    fn alive(tx: &mut RingSender, from: i64, to: i64) {
+        for s in (from..=to).step_by(5) {
+            assert!(tx.push(SourceItem::Alive(t(s))));
+        }
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bins_close_when_every_live_source_has_passed_them() {
+        let mut h = start(2);
+        alive(&mut h.senders[0], 0, 45);
+        alive(&mut h.senders[1], 0, 0);
+        settle().await;
+        // Source 1 is still at 08:00:00: nothing may close yet.
+        assert!(h.samples.try_recv().is_err());
+
+        alive(&mut h.senders[1], 5, 40);
+        settle().await;
+        let mut closed = Vec::new();
+        while let Ok(s) = h.samples.try_recv() {
+            closed.push((s.detector_id, s.bucket_start, s.volume));
+        }
+        // [08:00:00, 08:00:30) closes at 08:00:40 (10 s lateness), for both detectors:
+        // listened to, no vehicle, so volume 0 rather than missing.
+        assert_eq!(
+            closed,
+            [("d0".into(), t(0), Some(0)), ("d1".into(), t(0), Some(0))]
+        );
+
+        // A source whose task ended no longer holds the others back.
+        drop(h.senders.remove(1));
+        alive(&mut h.senders[0], 50, 75);
+        settle().await;
+        let next: Vec<_> = std::iter::from_fn(|| h.samples.try_recv().ok()).collect();
+        assert!(
+            next.iter()
+                .any(|s| s.detector_id == "d0" && s.bucket_start == t(30))
+        );
+
+        h.stop.cancel();
+        h.task.await.unwrap().unwrap();
+        // The flush emitted the open bins, then the channel closed.
+        let rest: Vec<_> = std::iter::from_fn(|| h.samples.try_recv().ok()).collect();
+        assert!(rest.iter().all(|s| s.bucket_start >= t(30)));
+        assert!(h.samples.recv().await.is_none());
     }
 }

@@ -36,7 +36,7 @@ use crate::counters::PipelineCounters;
 use crate::pipeline::{
     AggregatorTask, Input, SAMPLE_CHANNEL_CAPACITY, SamplePrinter, SpoolWriter, WriterSummary,
 };
-use crate::shutdown::{DRAIN_DEADLINE, Signals, StopReason};
+use crate::shutdown::{DRAIN_DEADLINE, Signals, StopReason, finish_drain};
 use crate::sources::simulated::{self, Simulated};
 use crate::sources::{RING_CAPACITY, ring, run_source};
 use crate::spool::{Spool, SpoolConfig};
@@ -386,17 +386,8 @@ async fn supervise(parts: Parts) -> u8 {
         }
         ok
     };
-    let code = tokio::select! {
-        ok = drain => if ok && !failed { 0 } else { 1 },
-        s = signals.recv() => {
-            warn!("{s} again: exiting now without waiting for the drain");
-            s.exit_code()
-        }
-        () = tokio::time::sleep(DRAIN_DEADLINE) => {
-            error!(deadline_s = DRAIN_DEADLINE.as_secs(), "the drain did not finish in time; exiting");
-            1
-        }
-    };
+    let clean = finish_drain(drain, signals.recv(), DRAIN_DEADLINE).await;
+    let code = if failed && clean == 0 { 1 } else { clean };
     log_totals(&counters);
     code
 }

@@ -8,10 +8,12 @@
 //! still in the page cache and survives the exit, only not a power loss.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tracing::{error, warn};
 
 /// How long a drain may take before the daemon gives up and exits with an error.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -83,5 +85,66 @@ impl Signals {
             _ = self.term.recv() => StopSignal::Term,
             _ = self.int.recv() => StopSignal::Int,
         }
+    }
+}
+
+/// Waits for `drain` (true = every task finished cleanly), cut short by `second` (another
+/// stop signal) or by `deadline`. Returns the process exit code: 0 after a clean drain, 1
+/// after a failed or overdue one, 130 / 143 after a second SIGINT / SIGTERM.
+pub async fn finish_drain(
+    drain: impl Future<Output = bool>,
+    second: impl Future<Output = StopSignal>,
+    deadline: Duration,
+) -> u8 {
+    tokio::select! {
+        ok = drain => if ok { 0 } else { 1 },
+        s = second => {
+            warn!("{s} again: exiting now without waiting for the drain");
+            s.exit_code()
+        }
+        () = tokio::time::sleep(deadline) => {
+            error!(deadline_s = deadline.as_secs(), "the drain did not finish in time; exiting");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::{pending, ready};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clean_drain_exits_0_a_failed_one_1() {
+        assert_eq!(
+            finish_drain(ready(true), pending(), DRAIN_DEADLINE).await,
+            0
+        );
+        assert_eq!(
+            finish_drain(ready(false), pending(), DRAIN_DEADLINE).await,
+            1
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_signal_cuts_the_drain_short() {
+        let stuck = pending::<bool>();
+        assert_eq!(
+            finish_drain(stuck, ready(StopSignal::Term), DRAIN_DEADLINE).await,
+            143
+        );
+        let stuck = pending::<bool>();
+        assert_eq!(
+            finish_drain(stuck, ready(StopSignal::Int), DRAIN_DEADLINE).await,
+            130
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overdue_drain_gives_up_at_the_deadline() {
+        let started = tokio::time::Instant::now();
+        assert_eq!(finish_drain(pending(), pending(), DRAIN_DEADLINE).await, 1);
+        assert_eq!(started.elapsed(), DRAIN_DEADLINE);
     }
 }
