@@ -185,6 +185,15 @@ impl AggregatorTask {
     }
 
     async fn send(&mut self) -> anyhow::Result<()> {
+        // The aggregator emits lane by lane; spool (and print) them bin by bin.
+        self.closed.sort_by(|a, b| {
+            (a.bucket_start, &a.site_id, &a.detector_id, a.lane).cmp(&(
+                b.bucket_start,
+                &b.site_id,
+                &b.detector_id,
+                b.lane,
+            ))
+        });
         for sample in self.closed.drain(..) {
             self.out
                 .send(sample)
