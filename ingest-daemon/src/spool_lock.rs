@@ -24,9 +24,10 @@ pub const LOCK_FILE: &str = "LOCK";
 #[derive(Debug, Error)]
 pub enum LockError {
     #[error(
-        "spool {dir} is in use by another process{holder} (an ingest-daemon `run`, or a `spool` command); \
-         stop it first: the spool cannot be opened by two processes at once",
-        holder = holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+        "spool {} is in use by {} (an ingest-daemon `run` or `spool` command); stop it first: \
+         two processes cannot open a spool at once",
+        dir.display(),
+        holder.map_or_else(|| "another process".to_owned(), |p| format!("process {p}"))
     )]
     Busy { dir: PathBuf, holder: Option<u32> },
     #[error("cannot lock spool {}: {source}", path.display())]

@@ -407,11 +407,12 @@ fn sigterm_drains_and_syncs_and_the_spool_is_locked_meanwhile() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("is in use by another process"), "{err}");
-    assert!(
-        err.contains(&format!("pid {}", running.child.id())),
-        "{err}"
+    let expected = format!(
+        "spool {} is in use by process {} (an ingest-daemon `run` or `spool` command)",
+        spool.display(),
+        running.child.id()
     );
+    assert!(err.contains(&expected), "{err}");
 
     signal(&running.child, "TERM");
     let (status, rest) = running.finish();
