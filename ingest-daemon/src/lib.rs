@@ -1,5 +1,19 @@
 //! The roadside ingest daemon's library: everything the binary wires together.
 //!
+//! Data path (DESIGN §5): [`sources`] (one task per device) → a lock-free ring per source →
+//! the [`pipeline`]'s aggregator task ([`aggregate`]) → a bounded channel → the spool writer
+//! ([`spool`], on disk, fsynced).
+//!
+//! - [`cli`]: the command line (`run`, `check-config`, `spool stat|tail|export`).
+//! - [`run`]: `run` itself: configuration to running tasks, supervision, drain.
+//! - [`sources`]: the source loop with backoff, the rings, and the [`sources::simulated`]
+//!   source (the only kind wired so far).
+//! - [`pipeline`]: the aggregator task and the spool writer task.
+//! - [`shutdown`]: signals, stop reasons, the drain deadline.
+//! - [`clock`]: the pipeline clock (scaled for demos).
+//! - [`counters`]: what a later `/metrics` reads.
+//! - [`spool_lock`]: one process per spool directory.
+//! - [`display`]: sample lines and the `spool stat` text.
 //! - [`aggregate`]: per-lane bins aligned to the wall clock that turn vehicle events and
 //!   interval reports into [`central_sync::TrafficSample`]s.
 //! - [`sim`]: a deterministic traffic generator for demos, soak tests and benchmarks.
@@ -7,5 +21,14 @@
 
 pub mod aggregate;
 pub mod detector_sim;
+pub mod cli;
+pub mod clock;
+pub mod counters;
+pub mod display;
+pub mod pipeline;
+pub mod run;
+pub mod shutdown;
 pub mod sim;
+pub mod sources;
 pub mod spool;
+pub mod spool_lock;

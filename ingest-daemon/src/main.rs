@@ -1,6 +1,12 @@
-//! The roadside ingest daemon. Its pipeline is built in issue #3.
+//! The roadside ingest daemon binary. Everything lives in the library ([`ingest_daemon::cli`]);
+//! this only parses the command line and hands over the process environment, read here once.
 
-fn main() {
-    eprintln!("ingest-daemon: the pipeline is not built yet (issue #3)");
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::Parser;
+use ingest_daemon::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::main(cli, std::env::vars().collect())
 }

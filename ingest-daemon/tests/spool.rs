@@ -23,13 +23,13 @@ fn sample(i: u32) -> TrafficSample {
         lane: (i % 4) as u16 + 1,
         bucket_start: at(i64::from(i) * 30_000),
         interval_s: 30,
-        volume: (i % 7 != 0).then_some(i),
+        volume: (!i.is_multiple_of(7)).then_some(i),
         flow_vph: Some(i as f32 * 120.0),
         occupancy: Some((i % 100) as f32 / 100.0),
-        speed_avg_kmh: (i % 3 == 0).then_some(87.5),
+        speed_avg_kmh: (i.is_multiple_of(3)).then_some(87.5),
         speed_p85_kmh: None,
         speed_count: i % 11,
-        speed_source: if i % 2 == 0 {
+        speed_source: if i.is_multiple_of(2) {
             SpeedSource::Measured
         } else {
             SpeedSource::Estimated
@@ -38,7 +38,7 @@ fn sample(i: u32) -> TrafficSample {
         headway_avg_s: None,
         gap_avg_s: Some(1.5),
         length_avg_m: Some(4.75),
-        class_counts: (i % 4 != 0).then_some([1, i, 2, 3]),
+        class_counts: (!i.is_multiple_of(4)).then_some([1, i, 2, 3]),
         los: Some(Los::C),
         samples_expected: 10,
         samples_received: 9,

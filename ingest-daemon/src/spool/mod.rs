@@ -615,11 +615,11 @@ impl Spool {
             RecordClass::Sample => &mut self.samples,
             RecordClass::Raw => &mut self.raw,
         };
-        if state.needs_roll(record_len, max_segment_bytes) {
-            if let Err(e) = state.roll(seq) {
-                self.poisoned |= matches!(e, SpoolError::Poisoned);
-                return Err(e);
-            }
+        if state.needs_roll(record_len, max_segment_bytes)
+            && let Err(e) = state.roll(seq)
+        {
+            self.poisoned |= matches!(e, SpoolError::Poisoned);
+            return Err(e);
         }
         self.scratch.clear();
         encode_record(&mut self.scratch, Kind::Data(class), seq, ts_ms, payload);
@@ -919,10 +919,10 @@ impl Spool {
                 break;
             }
             let next_seq = self.next_seq;
-            if let Some(gone) = self.samples.remove_oldest(next_seq)? {
-                if self.read_hint.is_some_and(|h| h.segment == gone.first_seq) {
-                    self.read_hint = None;
-                }
+            if let Some(gone) = self.samples.remove_oldest(next_seq)?
+                && self.read_hint.is_some_and(|h| h.segment == gone.first_seq)
+            {
+                self.read_hint = None;
             }
             removed += 1;
         }
@@ -1044,12 +1044,12 @@ fn load_class(
     let last = names.len().saturating_sub(1);
     for (i, first_seq) in names.into_iter().enumerate() {
         let path = dir.join(segment::segment_file_name(first_seq));
-        if i < last {
-            if let Some((footer, len)) = segment::read_footer(&path, first_seq)? {
-                report.segments_trusted += 1;
-                segments.push(SegmentMeta::from_footer(path, len, &footer));
-                continue;
-            }
+        if i < last
+            && let Some((footer, len)) = segment::read_footer(&path, first_seq)?
+        {
+            report.segments_trusted += 1;
+            segments.push(SegmentMeta::from_footer(path, len, &footer));
+            continue;
         }
         report.segments_scanned += 1;
         let recovered = segment::recover_segment(&path, first_seq, class, quarantine)?;

@@ -1,0 +1,493 @@
+//! The two tasks behind the sources: the aggregator and the spool writer.
+//!
+//! ```text
+//! source task ─ ring ─┐
+//! source task ─ ring ─┼─► AggregatorTask ─ bounded channel ─► SpoolWriter ─► spool (disk)
+//! source task ─ ring ─┘    (drains rings,      (samples)        (blocking I/O on the
+//!                           advance, flush)                       blocking pool; fsync)
+//! ```
+//!
+//! **Aggregator.** Wakes when a source pushes (a shared [`Notify`]) or on a tick, drains
+//! every ring, feeds the [`Aggregator`] and calls `advance` with a watermark: the lowest
+//! time up to which every live source has delivered (each ring is in time order: vehicles by
+//! arrival, then a liveness mark), capped by the clock. Bins thus close by the sources'
+//! progress, not by how promptly this task was scheduled, which keeps results exact at any
+//! `--time-scale`. A ring whose source task has ended no longer holds the watermark back.
+//! On stop it drains once more, emits what is due, then `flush_all` (see the aggregator's
+//! shutdown notes) and closes the channel.
+//!
+//! **Spool writer.** Receives samples in batches, appends each batch on the blocking pool
+//! (the spool is synchronous std I/O), prints each sample when asked to, and fsyncs within
+//! `sync_interval` of the first unsynced append (every batch when it is zero). When the
+//! channel closes it syncs a last time and returns a summary.
+//!
+//! A sample waiting for a full channel makes the aggregator wait; its sources do not: their
+//! rings take the slack and drop (counted) once full.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use central_sync::TrafficSample;
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::aggregate::{Aggregator, DetectorId};
+use crate::clock::{PipelineClock, wall_now};
+use crate::counters::PipelineCounters;
+use crate::display::sample_line;
+use crate::sources::{RingReceiver, SourceItem};
+use crate::spool::Spool;
+
+/// Samples in flight between the aggregator and the spool writer.
+pub const SAMPLE_CHANNEL_CAPACITY: usize = 1024;
+/// Samples appended per trip to the blocking pool.
+const MAX_BATCH: usize = 512;
+
+/// One source as the aggregator sees it.
+#[derive(Debug)]
+pub struct Input {
+    pub source_id: String,
+    pub detector: DetectorId,
+    pub ring: RingReceiver,
+    /// Every item up to this time has been drained.
+    progress: Option<DateTime<Utc>>,
+    drops_reported: u64,
+}
+
+impl Input {
+    pub fn new(source_id: String, detector: DetectorId, ring: RingReceiver) -> Self {
+        Self {
+            source_id,
+            detector,
+            ring,
+            progress: None,
+            drops_reported: 0,
+        }
+    }
+}
+
+/// The aggregator task; see the module documentation.
+#[derive(Debug)]
+pub struct AggregatorTask {
+    aggregator: Aggregator,
+    inputs: Vec<Input>,
+    wake: Arc<Notify>,
+    out: mpsc::Sender<TrafficSample>,
+    clock: PipelineClock,
+    tick: Duration,
+    counters: Arc<PipelineCounters>,
+    closed: Vec<TrafficSample>,
+}
+
+impl AggregatorTask {
+    /// `tick`: how often bins are checked for closing even when nothing arrives (wall time).
+    pub fn new(
+        aggregator: Aggregator,
+        inputs: Vec<Input>,
+        wake: Arc<Notify>,
+        out: mpsc::Sender<TrafficSample>,
+        clock: PipelineClock,
+        tick: Duration,
+        counters: Arc<PipelineCounters>,
+    ) -> Self {
+        Self {
+            aggregator,
+            inputs,
+            wake,
+            out,
+            clock,
+            tick,
+            counters,
+            closed: Vec::new(),
+        }
+    }
+
+    /// Runs until `stop` fires, then drains, flushes every open bin and returns.
+    /// Fails only when the spool writer is gone.
+    pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(self.tick);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                () = self.wake.notified() => {}
+                _ = tick.tick() => {}
+            }
+            self.drain();
+            self.advance();
+            self.send().await?;
+        }
+        self.drain();
+        self.advance();
+        self.aggregator.flush_all(&mut self.closed);
+        let flushed = self.closed.len();
+        self.send().await?;
+        let stats = self.aggregator.stats();
+        info!(
+            flushed_bins = flushed,
+            events = stats.events_accepted,
+            late = stats.late_dropped,
+            samples = stats.bins_emitted,
+            "aggregator stopped"
+        );
+        Ok(())
+    }
+
+    fn drain(&mut self) {
+        let fallback = self.clock.now();
+        for input in &mut self.inputs {
+            while let Some(item) = input.ring.pop() {
+                let time = item.time();
+                match item {
+                    SourceItem::Vehicle { event, arrival } => {
+                        self.aggregator.vehicle(input.detector, &event, arrival);
+                    }
+                    SourceItem::Alive(t) => self.aggregator.mark_detector_alive(input.detector, t),
+                }
+                input.progress = Some(input.progress.map_or(time, |p| p.max(time)));
+            }
+            let dropped = input.ring.dropped_events();
+            if dropped > input.drops_reported {
+                let at = input.progress.unwrap_or(fallback);
+                self.aggregator
+                    .note_ring_drops(input.detector, dropped - input.drops_reported, at);
+                input.drops_reported = dropped;
+            }
+        }
+        self.counters.set_aggregator_stats(self.aggregator.stats());
+    }
+
+    /// The time up to which every live source has delivered, capped by the clock; `None`
+    /// while a live source has delivered nothing yet.
+    fn watermark(&self) -> Option<DateTime<Utc>> {
+        let now = self.clock.now();
+        let mut mark = now;
+        for input in &self.inputs {
+            if input.ring.is_closed() && input.ring.is_empty() {
+                continue;
+            }
+            mark = mark.min(input.progress?);
+        }
+        Some(mark)
+    }
+
+    fn advance(&mut self) {
+        if let Some(mark) = self.watermark() {
+            self.aggregator.advance(mark, &mut self.closed);
+        }
+    }
+
+    async fn send(&mut self) -> anyhow::Result<()> {
+        // The aggregator emits lane by lane; spool (and print) them bin by bin.
+        self.closed.sort_by(|a, b| {
+            (a.bucket_start, &a.site_id, &a.detector_id, a.lane).cmp(&(
+                b.bucket_start,
+                &b.site_id,
+                &b.detector_id,
+                b.lane,
+            ))
+        });
+        for sample in self.closed.drain(..) {
+            self.out
+                .send(sample)
+                .await
+                .map_err(|_| anyhow!("the spool writer has stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Where `--print-samples` lines go.
+pub type SamplePrinter = Box<dyn Write + Send>;
+
+/// What the spool writer did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterSummary {
+    pub samples: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub durable_seq: u64,
+    pub total_bytes: u64,
+    /// fsyncs done.
+    pub syncs: u64,
+}
+
+/// The spool writer task; see the module documentation.
+pub struct SpoolWriter {
+    spool: Option<Spool>,
+    printer: Option<SamplePrinter>,
+    rx: mpsc::Receiver<TrafficSample>,
+    sync_interval: Duration,
+    counters: Arc<PipelineCounters>,
+    summary: WriterSummary,
+}
+
+impl std::fmt::Debug for SpoolWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpoolWriter")
+            .field("spool", &self.spool)
+            .field("printing", &self.printer.is_some())
+            .field("sync_interval", &self.sync_interval)
+            .field("summary", &self.summary)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One trip to the blocking pool.
+enum Job {
+    Append(Vec<TrafficSample>),
+    Sync,
+}
+
+impl SpoolWriter {
+    pub fn new(
+        spool: Spool,
+        rx: mpsc::Receiver<TrafficSample>,
+        sync_interval: Duration,
+        printer: Option<SamplePrinter>,
+        counters: Arc<PipelineCounters>,
+    ) -> Self {
+        let summary = WriterSummary {
+            durable_seq: spool.durable_seq(),
+            total_bytes: spool.total_bytes(),
+            ..WriterSummary::default()
+        };
+        Self {
+            spool: Some(spool),
+            printer,
+            rx,
+            sync_interval,
+            counters,
+            summary,
+        }
+    }
+
+    /// Runs until the channel closes, then syncs. Any spool error ends it.
+    pub async fn run(mut self) -> anyhow::Result<WriterSummary> {
+        let mut unsynced_since: Option<Instant> = None;
+        loop {
+            let deadline = unsynced_since.map(|t| t + self.sync_interval);
+            let received = tokio::select! {
+                r = self.rx.recv() => Some(r),
+                () = sleep_until_opt(deadline) => None,
+            };
+            match received {
+                Some(Some(first)) => {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match self.rx.try_recv() {
+                            Ok(s) => batch.push(s),
+                            Err(_) => break,
+                        }
+                    }
+                    self.job(Job::Append(batch)).await?;
+                    if self.sync_interval.is_zero() {
+                        self.job(Job::Sync).await?;
+                    } else {
+                        unsynced_since.get_or_insert_with(Instant::now);
+                    }
+                }
+                Some(None) => break,
+                None => {
+                    self.job(Job::Sync).await?;
+                    unsynced_since = None;
+                }
+            }
+        }
+        self.job(Job::Sync).await?;
+        let s = self.summary;
+        info!(
+            samples = s.samples,
+            first_seq = s.first_seq,
+            last_seq = s.last_seq,
+            durable_seq = s.durable_seq,
+            spool_bytes = s.total_bytes,
+            "spool synced and closed"
+        );
+        Ok(s)
+    }
+
+    async fn job(&mut self, job: Job) -> anyhow::Result<()> {
+        let mut spool = self
+            .spool
+            .take()
+            .context("the spool was lost by a failed write")?;
+        let mut printer = self.printer.take();
+        let mut summary = self.summary;
+        let (spool, printer, summary, result) = tokio::task::spawn_blocking(move || {
+            let result = run_job(&mut spool, &mut printer, &mut summary, job);
+            (spool, printer, summary, result)
+        })
+        .await
+        .context("the spool write task panicked")?;
+        self.spool = Some(spool);
+        self.printer = printer;
+        let before = self.summary;
+        let appended = summary.samples - before.samples;
+        self.summary = summary;
+        let c = &self.counters;
+        c.samples_spooled_total
+            .fetch_add(appended, Ordering::Relaxed);
+        c.spool_bytes.store(summary.total_bytes, Ordering::Relaxed);
+        c.spool_durable_seq
+            .store(summary.durable_seq, Ordering::Relaxed);
+        c.spool_syncs_total
+            .fetch_add(summary.syncs - before.syncs, Ordering::Relaxed);
+        result
+    }
+}
+
+fn run_job(
+    spool: &mut Spool,
+    printer: &mut Option<SamplePrinter>,
+    summary: &mut WriterSummary,
+    job: Job,
+) -> anyhow::Result<()> {
+    match job {
+        Job::Append(batch) => {
+            let now = wall_now();
+            for sample in &batch {
+                let seq = spool
+                    .append_sample(now, sample)
+                    .context("cannot append a sample to the spool")?;
+                summary.samples += 1;
+                summary.first_seq.get_or_insert(seq);
+                summary.last_seq = Some(seq);
+                if let Some(out) = printer {
+                    let line = sample_line(seq, sample);
+                    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                        warn!(error = %e, "cannot print samples any more; they are still spooled");
+                        *printer = None;
+                    }
+                }
+            }
+            debug!(samples = batch.len(), "appended to the spool");
+        }
+        Job::Sync => {
+            summary.durable_seq = spool.sync().context("cannot fsync the spool")?;
+            summary.syncs += 1;
+        }
+    }
+    summary.total_bytes = spool.total_bytes();
+    Ok(())
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{AggregatorConfig, LaneMap};
+    use crate::counters::SourceCounters;
+    use crate::sources::{RingSender, ring};
+
+    const START: i64 = 1_709_539_200; // 2024-03-04T08:00:00Z, a bin boundary
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(START + s, 0).unwrap()
+    }
+
+    struct Harness {
+        senders: Vec<RingSender>,
+        samples: mpsc::Receiver<TrafficSample>,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    }
+
+    fn start(sources: usize) -> Harness {
+        let mut agg = Aggregator::new(AggregatorConfig::default()).unwrap();
+        let wake = Arc::new(Notify::new());
+        let mut senders = Vec::new();
+        let mut inputs = Vec::new();
+        for i in 0..sources {
+            let det = agg.add_detector("site", &format!("d{i}"), &LaneMap::identity(1));
+            let (tx, rx) = ring(64, Arc::clone(&wake), Arc::new(SourceCounters::default()));
+            senders.push(tx);
+            inputs.push(Input::new(format!("s{i}"), det, rx));
+        }
+        let (out, samples) = mpsc::channel(16);
+        // The clock is far ahead: only the sources' progress may close bins.
+        let clock = PipelineClock::new(t(3600), 1.0);
+        let counters = Arc::new(PipelineCounters::default());
+        let task = AggregatorTask::new(
+            agg,
+            inputs,
+            wake,
+            out,
+            clock,
+            Duration::from_millis(50),
+            counters,
+        );
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(task.run(stop.clone()));
+        Harness {
+            senders,
+            samples,
+            stop,
+            task,
+        }
+    }
+
+    /// Liveness every 5 s over `[from, to]` (marks ≤ 10 s apart cover the time between).
+    fn alive(tx: &mut RingSender, from: i64, to: i64) {
+        for s in (from..=to).step_by(5) {
+            assert!(tx.push(SourceItem::Alive(t(s))));
+        }
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bins_close_when_every_live_source_has_passed_them() {
+        let mut h = start(2);
+        alive(&mut h.senders[0], 0, 45);
+        alive(&mut h.senders[1], 0, 0);
+        settle().await;
+        // Source 1 is still at 08:00:00: nothing may close yet.
+        assert!(h.samples.try_recv().is_err());
+
+        alive(&mut h.senders[1], 5, 40);
+        settle().await;
+        let mut closed = Vec::new();
+        while let Ok(s) = h.samples.try_recv() {
+            closed.push((s.detector_id, s.bucket_start, s.volume));
+        }
+        // [08:00:00, 08:00:30) closes at 08:00:40 (10 s lateness), for both detectors:
+        // listened to, no vehicle, so volume 0 rather than missing.
+        assert_eq!(
+            closed,
+            [("d0".into(), t(0), Some(0)), ("d1".into(), t(0), Some(0))]
+        );
+
+        // A source whose task ended no longer holds the others back.
+        drop(h.senders.remove(1));
+        alive(&mut h.senders[0], 50, 75);
+        settle().await;
+        let next: Vec<_> = std::iter::from_fn(|| h.samples.try_recv().ok()).collect();
+        assert!(
+            next.iter()
+                .any(|s| s.detector_id == "d0" && s.bucket_start == t(30))
+        );
+
+        h.stop.cancel();
+        h.task.await.unwrap().unwrap();
+        // The flush emitted the open bins, then the channel closed.
+        let rest: Vec<_> = std::iter::from_fn(|| h.samples.try_recv().ok()).collect();
+        assert!(rest.iter().all(|s| s.bucket_start >= t(30)));
+        assert!(h.samples.recv().await.is_none());
+    }
+}

@@ -1,0 +1,482 @@
+//! `ingest-daemon run`: wire sources, rings, aggregator and spool, then supervise them until
+//! a stop (see [`crate::shutdown`]).
+//!
+//! Order of work: check the configuration can run in this build, lock and open the spool
+//! (before any task exists: opening may repair files), start a tokio runtime with two
+//! worker threads, spawn one task per source plus the aggregator and the spool writer, and
+//! wait for a stop. The drain then goes front to back: sources first (each hands over what
+//! it has), then the aggregator (drains, flushes, closes the sample channel), then the spool
+//! writer (appends, fsyncs). Every task is joined.
+//!
+//! # The spool directory
+//! `--spool-dir` wins. Otherwise a configuration file's `spool.dir` is used (default
+//! `/var/lib/ingest-daemon/spool`, which systemd's `StateDirectory=` creates on a box).
+//! The built-in demo configuration is meant for a developer's machine, where that directory
+//! usually does not exist or is not writable: with it, and without `INGEST__SPOOL__DIR`,
+//! the spool is `./ingest-spool` under the current directory (see [`DEMO_SPOOL_DIR`]). The
+//! choice is logged. The `spool` subcommands resolve the directory the same way, so
+//! `ingest-daemon run` and `ingest-daemon spool stat` without options meet in one place.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use edge_config::{Config, ConfigError, DEFAULT_CONFIG, FileAccess};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::aggregate::{Aggregator, AggregatorConfig};
+use crate::clock::{PipelineClock, wall_now};
+use crate::counters::PipelineCounters;
+use crate::pipeline::{
+    AggregatorTask, Input, SAMPLE_CHANNEL_CAPACITY, SamplePrinter, SpoolWriter, WriterSummary,
+};
+use crate::shutdown::{DRAIN_DEADLINE, Signals, StopReason, finish_drain};
+use crate::sources::simulated::{self, Simulated};
+use crate::sources::{RING_CAPACITY, ring, run_source};
+use crate::spool::{Spool, SpoolConfig};
+use crate::spool_lock::SpoolLock;
+
+/// The spool directory of the built-in demo configuration, relative to the current directory.
+pub const DEMO_SPOOL_DIR: &str = "ingest-spool";
+/// The name the built-in configuration goes by in messages.
+pub const BUILTIN_CONFIG_NAME: &str = "<built-in minimal.toml>";
+/// The environment variable that overrides `spool.dir`.
+const SPOOL_DIR_VAR: &str = "INGEST__SPOOL__DIR";
+/// Worker threads of the runtime: the work is light, and the box has few cores.
+const WORKER_THREADS: usize = 2;
+
+/// A loaded configuration and where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// The file name as given, or [`BUILTIN_CONFIG_NAME`].
+    pub name: String,
+    /// True for the built-in demo configuration.
+    pub builtin: bool,
+}
+
+/// Loads `path`, or the built-in demo configuration when `None`, with environment overrides.
+pub fn load_config(
+    path: Option<&Path>,
+    env: &[(String, String)],
+    files: &dyn FileAccess,
+) -> Result<LoadedConfig, ConfigError> {
+    let env = env.iter().cloned();
+    match path {
+        Some(path) => {
+            let name = path.display().to_string();
+            let config = match std::fs::read_to_string(path) {
+                Ok(text) => Config::from_str_with_files(&name, &text, env, files)?,
+                // The loader words the read error the same way for every caller.
+                Err(_) => Config::load(path, env)?,
+            };
+            Ok(LoadedConfig {
+                config,
+                name,
+                builtin: false,
+            })
+        }
+        None => Ok(LoadedConfig {
+            config: Config::from_str_with_files(BUILTIN_CONFIG_NAME, DEFAULT_CONFIG, env, files)?,
+            name: BUILTIN_CONFIG_NAME.to_owned(),
+            builtin: true,
+        }),
+    }
+}
+
+/// Where the spool directory came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolDirOrigin {
+    Flag,
+    Config,
+    Demo,
+}
+
+/// The spool directory (absolute); see the module documentation.
+pub fn spool_dir(
+    loaded: &LoadedConfig,
+    flag: Option<&Path>,
+    env: &[(String, String)],
+) -> std::io::Result<(PathBuf, SpoolDirOrigin)> {
+    if let Some(dir) = flag {
+        return Ok((std::path::absolute(dir)?, SpoolDirOrigin::Flag));
+    }
+    let env_sets_dir = env.iter().any(|(k, _)| k == SPOOL_DIR_VAR);
+    if loaded.builtin && !env_sets_dir {
+        return Ok((std::path::absolute(DEMO_SPOOL_DIR)?, SpoolDirOrigin::Demo));
+    }
+    Ok((loaded.config.spool.dir.clone(), SpoolDirOrigin::Config))
+}
+
+/// The spool's sizing from `[spool]`. The spool needs room for four segments (so that
+/// eviction frees space in steps); the configuration allows two, so a larger segment size
+/// is lowered to a quarter of `max_bytes`, with a warning.
+pub fn spool_config(cfg: &edge_config::Spool) -> SpoolConfig {
+    let max_total_bytes = cfg.max_bytes.bytes();
+    let mut max_segment_bytes = cfg.segment_bytes.bytes();
+    if max_segment_bytes > max_total_bytes / 4 {
+        warn!(
+            segment_bytes = max_segment_bytes,
+            max_bytes = max_total_bytes,
+            "spool.segment_bytes is above a quarter of spool.max_bytes; using a quarter"
+        );
+        max_segment_bytes = max_total_bytes / 4;
+    }
+    SpoolConfig {
+        max_total_bytes,
+        max_segment_bytes: max_segment_bytes.max(SpoolConfig::MIN_SEGMENT_BYTES),
+        sync_interval: cfg.fsync_interval(),
+    }
+}
+
+/// The aggregator's settings from the configuration; the rest at their defaults.
+pub fn aggregator_config(config: &Config) -> AggregatorConfig {
+    AggregatorConfig {
+        edge_id: config.node.edge_id.clone(),
+        interval_s: config.aggregation.interval_s,
+        allowed_lateness_ms: config.aggregation.allowed_lateness_s.saturating_mul(1000),
+        ..AggregatorConfig::default()
+    }
+}
+
+/// Refuses sources this build cannot run, rather than silently ignoring them.
+pub fn check_supported(config: &Config) -> anyhow::Result<()> {
+    let mut refused = Vec::new();
+    for (i, s) in config.serial.iter().enumerate() {
+        refused.push(format!("serial[{i}] {:?} ({})", s.id, s.protocol));
+    }
+    for (i, s) in config.mqtt.iter().enumerate() {
+        refused.push(format!("mqtt[{i}] {:?}", s.id));
+    }
+    for (i, s) in config.camera.iter().enumerate() {
+        refused.push(format!("camera[{i}] {:?}", s.id));
+    }
+    if !refused.is_empty() {
+        bail!(
+            "not supported yet by this build: {} (only [[simulated]] sources can run so far; \
+             `check-config` still validates the whole file)",
+            refused.join(", ")
+        );
+    }
+    if config.simulated.is_empty() {
+        bail!("the configuration has no source this build can run");
+    }
+    Ok(())
+}
+
+/// Options of `run` besides the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub spool_dir: Option<PathBuf>,
+    /// Stop (drain, exit 0) after this much wall time.
+    pub run_for: Option<Duration>,
+    /// Simulated sources only: clock time per wall time. 1 = real time.
+    pub time_scale: f64,
+    /// Simulated sources only: the clock's start. Default: now.
+    pub sim_start: Option<DateTime<Utc>>,
+}
+
+/// Runs the daemon until stopped; returns the process exit code (0 after a clean drain).
+/// `printer` receives a line per spooled sample (`--print-samples`).
+pub fn run(
+    loaded: &LoadedConfig,
+    opts: &RunOptions,
+    env: &[(String, String)],
+    printer: Option<SamplePrinter>,
+) -> anyhow::Result<u8> {
+    let config = &loaded.config;
+    check_supported(config)?;
+    let (dir, origin) = spool_dir(loaded, opts.spool_dir.as_deref(), env)
+        .context("cannot resolve the spool directory")?;
+    match origin {
+        SpoolDirOrigin::Demo => info!(
+            spool = %dir.display(),
+            "built-in demo configuration: spooling under the current directory \
+             (pass --spool-dir to choose another place)"
+        ),
+        SpoolDirOrigin::Flag | SpoolDirOrigin::Config => {
+            info!(spool = %dir.display(), "spool directory")
+        }
+    }
+    let lock = SpoolLock::acquire(&dir)?;
+    let spool_cfg = spool_config(&config.spool);
+    let sync_interval = spool_cfg.sync_interval;
+    let spool = Spool::open(&dir, spool_cfg)
+        .with_context(|| format!("cannot open the spool in {}", dir.display()))?;
+
+    let scale = if opts.time_scale > 0.0 {
+        opts.time_scale
+    } else {
+        1.0
+    };
+    if scale != 1.0 || opts.sim_start.is_some() {
+        warn!(
+            time_scale = scale,
+            sim_start = ?opts.sim_start,
+            "demo mode: simulated time runs {scale}x the wall clock; samples carry simulated times"
+        );
+    }
+    info!(
+        config = %loaded.name,
+        edge_id = %config.node.edge_id,
+        sources = config.source_ids().len(),
+        interval_s = config.aggregation.interval_s,
+        "ingest-daemon starting"
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .thread_name("ingest-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let parts = Parts {
+        config: config.clone(),
+        spool,
+        sync_interval,
+        printer,
+        run_for: opts.run_for,
+        scale,
+        sim_start: opts.sim_start,
+    };
+    let code = runtime.block_on(supervise(parts));
+    // A second signal must not wait for blocking spool work still running.
+    runtime.shutdown_background();
+    drop(lock);
+    Ok(code)
+}
+
+struct Parts {
+    config: Config,
+    spool: Spool,
+    sync_interval: Duration,
+    printer: Option<SamplePrinter>,
+    run_for: Option<Duration>,
+    scale: f64,
+    sim_start: Option<DateTime<Utc>>,
+}
+
+enum CoreExit {
+    Aggregator(anyhow::Result<()>),
+    Writer(anyhow::Result<WriterSummary>),
+}
+
+async fn supervise(parts: Parts) -> u8 {
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot install signal handlers");
+            return 1;
+        }
+    };
+    let config = &parts.config;
+    let counters = Arc::new(PipelineCounters::new(
+        config.simulated.iter().map(|s| s.id.as_str()),
+    ));
+    let clock = PipelineClock::new(parts.sim_start.unwrap_or_else(wall_now), parts.scale);
+    let mut aggregator = match Aggregator::new(aggregator_config(config)) {
+        Ok(a) => a,
+        Err(e) => {
+            error!(error = %e, "invalid aggregation settings");
+            return 1;
+        }
+    };
+
+    let stop_sources = CancellationToken::new();
+    let stop_aggregator = CancellationToken::new();
+    let wake = Arc::new(Notify::new());
+    let mut sources = JoinSet::new();
+    let mut inputs = Vec::new();
+    for src in &config.simulated {
+        let det = aggregator.add_detector(
+            config.node.site_id(),
+            src.detector_id(),
+            &simulated::lane_map(src),
+        );
+        aggregator.open_series(det, clock.now());
+        let source_counters = counters.source(&src.id).unwrap_or_default();
+        let (tx, rx) = ring(
+            RING_CAPACITY,
+            Arc::clone(&wake),
+            Arc::clone(&source_counters),
+        );
+        inputs.push(Input::new(src.id.clone(), det, rx));
+        let source = Simulated::new(src, clock, tx);
+        sources.spawn(run_source(source, source_counters, stop_sources.clone()));
+    }
+
+    let (sample_tx, sample_rx) = mpsc::channel(SAMPLE_CHANNEL_CAPACITY);
+    let tick = clock
+        .wall_duration(Duration::from_secs(1))
+        .max(Duration::from_millis(10));
+    let aggregator_task = AggregatorTask::new(
+        aggregator,
+        inputs,
+        wake,
+        sample_tx,
+        clock,
+        tick,
+        Arc::clone(&counters),
+    );
+    let writer = SpoolWriter::new(
+        parts.spool,
+        sample_rx,
+        parts.sync_interval,
+        parts.printer,
+        Arc::clone(&counters),
+    );
+    let mut core = JoinSet::new();
+    {
+        let stop = stop_aggregator.clone();
+        core.spawn(
+            async move { CoreExit::Aggregator(aggregator_task.run(stop).await) }
+                .instrument(info_span!("aggregator")),
+        );
+    }
+    core.spawn(async move { CoreExit::Writer(writer.run().await) }.instrument(info_span!("spool")));
+    info!("running");
+
+    // Until something asks us to stop.
+    let mut failed = false;
+    let reason = loop {
+        tokio::select! {
+            s = signals.recv() => break StopReason::Signal(s),
+            () = sleep_opt(parts.run_for) => break StopReason::TimeUp,
+            Some(done) = sources.join_next() => {
+                // Sources loop until told to stop; one that ends has panicked. Others go on.
+                if let Err(e) = done {
+                    error!(error = %e, "a source task died; the other sources go on");
+                }
+            }
+            Some(done) = core.join_next() => {
+                failed = true;
+                break StopReason::Failure(describe_core_exit(done));
+            }
+        }
+    };
+    if failed {
+        error!(%reason, "stopping");
+    } else {
+        info!(%reason, deadline_s = DRAIN_DEADLINE.as_secs(), "stopping: draining");
+    }
+
+    stop_sources.cancel();
+    let drain = async {
+        let mut ok = true;
+        while let Some(done) = sources.join_next().await {
+            if let Err(e) = done {
+                error!(error = %e, "a source task died");
+            }
+        }
+        stop_aggregator.cancel();
+        while let Some(done) = core.join_next().await {
+            match done {
+                Ok(CoreExit::Aggregator(Ok(()))) | Ok(CoreExit::Writer(Ok(_))) => {}
+                other => {
+                    error!(error = describe_core_exit(other), "drain failed");
+                    ok = false;
+                }
+            }
+        }
+        ok
+    };
+    let clean = finish_drain(drain, signals.recv(), DRAIN_DEADLINE).await;
+    let code = if failed && clean == 0 { 1 } else { clean };
+    log_totals(&counters);
+    code
+}
+
+fn describe_core_exit(done: Result<CoreExit, tokio::task::JoinError>) -> String {
+    match done {
+        Ok(CoreExit::Aggregator(Ok(()))) => "the aggregator stopped unexpectedly".to_owned(),
+        Ok(CoreExit::Writer(Ok(_))) => "the spool writer stopped unexpectedly".to_owned(),
+        Ok(CoreExit::Aggregator(Err(e))) => format!("aggregator: {e:#}"),
+        Ok(CoreExit::Writer(Err(e))) => format!("spool writer: {e:#}"),
+        Err(e) => format!("a task died: {e}"),
+    }
+}
+
+fn log_totals(c: &PipelineCounters) {
+    let agg = c.aggregator_stats();
+    info!(
+        events = c.sum(|s| &s.events_total),
+        ring_dropped_events = c.sum(|s| &s.ring_dropped_events_total),
+        source_errors = c.sum(|s| &s.errors_total),
+        late_events = agg.late_dropped,
+        samples_spooled = c.samples_spooled_total.load(Ordering::Relaxed),
+        spool_bytes = c.spool_bytes.load(Ordering::Relaxed),
+        durable_seq = c.spool_durable_seq.load(Ordering::Relaxed),
+        "stopped"
+    );
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_config::HostFiles;
+
+    #[test]
+    fn demo_spool_dir_unless_told_otherwise() {
+        let builtin = load_config(None, &[], &HostFiles).unwrap();
+        let (dir, origin) = spool_dir(&builtin, None, &[]).unwrap();
+        assert_eq!(origin, SpoolDirOrigin::Demo);
+        assert!(dir.is_absolute() && dir.ends_with(DEMO_SPOOL_DIR));
+
+        let (dir, origin) = spool_dir(&builtin, Some(Path::new("x/y")), &[]).unwrap();
+        assert_eq!(origin, SpoolDirOrigin::Flag);
+        assert!(dir.is_absolute() && dir.ends_with("x/y"));
+
+        let env = [(SPOOL_DIR_VAR.to_owned(), "/srv/spool".to_owned())];
+        let with_env = load_config(None, &env, &HostFiles).unwrap();
+        let (dir, origin) = spool_dir(&with_env, None, &env).unwrap();
+        assert_eq!(origin, SpoolDirOrigin::Config);
+        assert_eq!(dir, Path::new("/srv/spool"));
+    }
+
+    #[test]
+    fn segment_size_is_kept_within_a_quarter_of_the_bound() {
+        let cfg = edge_config::Spool {
+            max_bytes: edge_config::ByteSize::mib(8),
+            segment_bytes: edge_config::ByteSize::mib(4),
+            ..edge_config::Spool::default()
+        };
+        let s = spool_config(&cfg);
+        assert_eq!(s.max_segment_bytes, 2 << 20);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn hardware_sources_are_refused_by_name() {
+        let text = include_str!("../../edge-config/examples/motorway-site.toml");
+        let files = AllFiles;
+        let config =
+            Config::from_str_with_files("motorway-site.toml", text, Vec::new(), &files).unwrap();
+        let err = check_supported(&config).unwrap_err().to_string();
+        assert!(err.contains("not supported yet by this build"), "{err}");
+        assert!(err.contains("serial[0] \"ss125-k12n\" (ss125)"), "{err}");
+        assert!(err.contains("camera[0] \"cam-k12n\""), "{err}");
+    }
+
+    struct AllFiles;
+    impl FileAccess for AllFiles {
+        fn read_to_string(&self, _: &Path) -> std::io::Result<String> {
+            Ok("x".into())
+        }
+        fn is_file(&self, _: &Path) -> bool {
+            true
+        }
+    }
+}
