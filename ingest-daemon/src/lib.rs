@@ -17,13 +17,15 @@
 //! - [`aggregate`]: per-lane bins aligned to the wall clock that turn vehicle events and
 //!   interval reports into [`central_sync::TrafficSample`]s.
 //! - [`sim`]: a deterministic traffic generator for demos, soak tests and benchmarks.
+//! - [`detector_sim`]: the `detector-sim` tool: real frames of any protocol from the
+//!   simulator to a file, pty or MQTT broker, with the ground truth they encode.
 //! - [`spool`]: the crash-safe, bounded, append-only local store of samples and raw data.
 
 pub mod aggregate;
-pub mod detector_sim;
 pub mod cli;
 pub mod clock;
 pub mod counters;
+pub mod detector_sim;
 pub mod display;
 pub mod pipeline;
 pub mod run;
