@@ -105,6 +105,11 @@ fn codecs(c: &mut Criterion) {
         codecs::ss105::Ss105::default(),
         &fixture_bytes("ss105/frames.txt", true),
     );
+    bench_codec(
+        c,
+        codecs::rtms::Rtms,
+        &fixture_bytes("rtms/frames.hex", false),
+    );
 }
 
 criterion_group! {
