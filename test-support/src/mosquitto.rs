@@ -14,7 +14,9 @@ use std::thread::{JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
 use crate::ports::free_port;
-use crate::proc::{self, Reaper, ScratchDir, log_since, log_tail, require, sh_quote, stop_child};
+use crate::proc::{
+    self, ChildSlot, Reaper, ScratchDir, log_since, log_tail, require, sh_quote, stop_child,
+};
 use crate::settings;
 
 const HOST: &str = "127.0.0.1";
@@ -82,7 +84,7 @@ pub struct Mosquitto {
     log: PathBuf,
     pidfile: PathBuf,
     passwd: Option<PathBuf>,
-    child: Mutex<Option<Child>>,
+    child: ChildSlot,
     reaper: Mutex<Option<Reaper>>,
     /// Last: removed after `Drop::drop` has stopped the broker.
     dir: ScratchDir,
@@ -127,7 +129,7 @@ impl Mosquitto {
             log: dir.path().join("mosquitto.log"),
             pidfile,
             passwd,
-            child: Mutex::new(None),
+            child: ChildSlot::default(),
             reaper: Mutex::new(Some(reaper)),
             dir,
         };
@@ -174,15 +176,7 @@ impl Mosquitto {
 
     /// Whether the broker process is running.
     pub fn is_running(&self) -> bool {
-        let mut slot = self.lock_child();
-        match slot.as_mut().map(Child::try_wait) {
-            Some(Ok(None)) => true,
-            Some(_) => {
-                *slot = None;
-                false
-            }
-            None => false,
-        }
+        self.child.is_running()
     }
 
     /// Stops the broker gracefully (SIGTERM): it saves its persistence database, so
@@ -198,8 +192,7 @@ impl Mosquitto {
     }
 
     fn stop_with(&self, sig: &str) {
-        if let Some(mut child) = self.lock_child().take() {
-            stop_child(&mut child, sig, Duration::from_secs(10));
+        if self.child.stop(sig, Duration::from_secs(10)) {
             let _ = fs::remove_file(&self.pidfile);
         }
     }
@@ -310,7 +303,7 @@ impl Mosquitto {
     }
 
     fn lock_child(&self) -> MutexGuard<'_, Option<Child>> {
-        self.child.lock().unwrap_or_else(|e| e.into_inner())
+        self.child.lock()
     }
 
     fn write_config(&self, port: u16) {

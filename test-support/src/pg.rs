@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::ports::free_port;
 use crate::proc::{
-    self, Reaper, RunAs, ScratchDir, chown_dir, find_executable, is_executable, log_tail, run_as,
-    says_addr_in_use, sh_quote, stop_child,
+    self, ChildSlot, Reaper, RunAs, ScratchDir, chown_dir, find_executable, is_executable,
+    log_tail, run_as, says_addr_in_use, sh_quote, stop_child,
 };
 use crate::settings;
 
@@ -48,7 +48,7 @@ pub struct PgServer {
     run_as: RunAs,
     data: PathBuf,
     log: PathBuf,
-    postmaster: Mutex<Option<Child>>,
+    postmaster: ChildSlot,
     reaper: Mutex<Option<Reaper>>,
     /// Templates made by this process: name → the SQL that made it (`None`: a closure).
     templates: Mutex<HashMap<String, Option<String>>>,
@@ -114,7 +114,7 @@ impl PgServer {
             run_as,
             data,
             log,
-            postmaster: Mutex::new(None),
+            postmaster: ChildSlot::default(),
             reaper: Mutex::new(Some(reaper)),
             templates: Mutex::new(HashMap::new()),
             root,
@@ -345,15 +345,7 @@ impl PgServer {
 
     /// Whether the postmaster this object started is still running.
     pub fn is_running(&self) -> bool {
-        let mut slot = self.lock_postmaster();
-        match slot.as_mut().map(Child::try_wait) {
-            Some(Ok(None)) => true,
-            Some(_) => {
-                *slot = None;
-                false
-            }
-            None => false,
-        }
+        self.postmaster.is_running()
     }
 
     /// Crash-stops the server like `pg_ctl stop -m immediate` (SIGQUIT to the postmaster):
@@ -369,9 +361,7 @@ impl PgServer {
     }
 
     fn stop_with(&self, sig: &str) {
-        if let Some(mut child) = self.lock_postmaster().take() {
-            stop_child(&mut child, sig, Duration::from_secs(30));
-        }
+        self.postmaster.stop(sig, Duration::from_secs(30));
     }
 
     /// Starts the server again on the same data directory and port after a stop; no-op if
@@ -388,7 +378,7 @@ impl PgServer {
     }
 
     fn lock_postmaster(&self) -> MutexGuard<'_, Option<Child>> {
-        self.postmaster.lock().unwrap_or_else(|e| e.into_inner())
+        self.postmaster.lock()
     }
 
     /// Starts the postmaster and waits for it. On the first start a taken port is replaced

@@ -123,6 +123,41 @@ pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitS
     }
 }
 
+/// The one server process a throwaway service runs at a time (none while stopped).
+#[derive(Debug, Default)]
+pub(crate) struct ChildSlot(std::sync::Mutex<Option<Child>>);
+
+impl ChildSlot {
+    /// The slot, usable even after a panic elsewhere poisoned the lock.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the process is still running; forgets it once it has exited.
+    pub(crate) fn is_running(&self) -> bool {
+        let mut slot = self.lock();
+        match slot.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                *slot = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Stops the process with `sig` (see [`stop_child`]); returns whether one was running.
+    pub(crate) fn stop(&self, sig: &str, grace: Duration) -> bool {
+        match self.lock().take() {
+            Some(mut child) => {
+                stop_child(&mut child, sig, grace);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Asks a child to exit with `sig`, waits `grace`, then SIGKILLs it. Always reaps it.
 pub(crate) fn stop_child(child: &mut Child, sig: &str, grace: Duration) {
     if let Ok(Some(_)) = child.try_wait() {
