@@ -410,6 +410,13 @@ impl SpoolWriter {
             .store(summary.durable_seq, Ordering::Relaxed);
         c.spool_syncs_total
             .fetch_add(summary.syncs - before.syncs, Ordering::Relaxed);
+        let done = self
+            .waiting
+            .partition_point(|(seq, _)| *seq <= summary.durable_seq);
+        for (seq, reply) in self.waiting.drain(..done) {
+            // The source may have gone (session ended): nothing to tell then.
+            let _ = reply.send(seq);
+        }
         result
     }
 }
@@ -450,14 +457,8 @@ fn run_job(
             }
         }
         Job::Sync => {
-            let durable = spool.sync().context("cannot fsync the spool")?;
-            summary.durable_seq = durable;
+            summary.durable_seq = spool.sync().context("cannot fsync the spool")?;
             summary.syncs += 1;
-            let done = waiting.partition_point(|(seq, _)| *seq <= durable);
-            for (seq, reply) in waiting.drain(..done) {
-                // The source may have gone (session ended): nothing to tell then.
-                let _ = reply.send(seq);
-            }
         }
     }
     summary.total_bytes = spool.total_bytes();
@@ -582,5 +583,53 @@ mod tests {
         let rest: Vec<_> = std::iter::from_fn(|| h.samples.try_recv().ok()).collect();
         assert!(rest.iter().all(|s| s.bucket_start >= t(30)));
         assert!(h.samples.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_raw_append_is_answered_only_once_fsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(
+            dir.path(),
+            crate::spool::SpoolConfig::with_max_total_bytes(1 << 20),
+        )
+        .unwrap();
+        let counters = Arc::new(PipelineCounters::default());
+        let (sample_tx, sample_rx) = mpsc::channel(4);
+        let (raw_tx, raw_rx) = mpsc::channel(4);
+        // Samples alone would wait an hour for their fsync: the raw reply must not.
+        let writer = SpoolWriter::new(
+            spool,
+            sample_rx,
+            Duration::from_secs(3600),
+            None,
+            Arc::clone(&counters),
+        )
+        .with_raw(raw_rx);
+        let task = tokio::spawn(writer.run());
+        let mut seqs = Vec::new();
+        for i in 0..3u8 {
+            let (durable, rx) = oneshot::channel();
+            let at = t(i64::from(i));
+            let payload = vec![i; 10];
+            raw_tx
+                .send(RawAppend {
+                    appended_at: at,
+                    payload,
+                    durable,
+                })
+                .await
+                .unwrap();
+            let seq = tokio::time::timeout(Duration::from_secs(5), rx)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(counters.spool_durable_seq.load(Ordering::Relaxed) >= seq);
+            seqs.push(seq);
+        }
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        drop(raw_tx);
+        drop(sample_tx);
+        let summary = task.await.unwrap().unwrap();
+        assert!(summary.durable_seq >= seqs[2]);
     }
 }

@@ -163,7 +163,7 @@ pub fn check_supported(config: &Config) -> anyhow::Result<()> {
     }
     if !refused.is_empty() {
         bail!(
-            "not supported yet by this build: {} (only [[simulated]] sources can run so far; \
+            "not supported yet by this build: {} (only [[simulated]] and [[mqtt]] sources can run so far; \
              `check-config` still validates the whole file)",
             refused.join(", ")
         );

@@ -478,4 +478,57 @@ mod tests {
         assert_eq!(RawMessage::decode(b"\x02xx"), None);
         assert_eq!(RawMessage::decode(b""), None);
     }
+
+    fn source(toml: &str) -> MqttSource {
+        let text = format!("[node]\nedge_id = \"e\"\n{toml}");
+        let config = edge_config::Config::from_str_with_files(
+            "t.toml",
+            &text,
+            Vec::new(),
+            &edge_config::HostFiles,
+        )
+        .unwrap();
+        config.mqtt.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn plans_one_ring_per_detector_and_refuses_what_cannot_run() {
+        let src = source(
+            r#"
+[[mqtt]]
+id = "b"
+url = "mqtt://127.0.0.1"
+[[mqtt.topics]]
+filter = "a/+"
+format = "vehicle_json"
+lanes = { 1 = 1, 2 = { lane = 2, detector_id = "other" } }
+[[mqtt.topics]]
+filter = "c"
+format = "vehicle_json"
+qos = 0
+detector_id = "other"
+lanes = { 3 = 3 }
+"#,
+        );
+        let p = plan(&src).unwrap();
+        let ids: Vec<&str> = p.detectors.iter().map(|d| d.0.as_str()).collect();
+        assert_eq!(ids, ["b", "other"]);
+        assert_eq!(p.detectors[1].1.pairs(), [(2, 2), (3, 3)]);
+        assert_eq!(p.topics[1].default_ring, 1);
+        assert_eq!(p.topics[1].qos, QoS::AtMostOnce);
+
+        let fiware = source(
+            r#"
+[[mqtt]]
+id = "b"
+url = "mqtt://127.0.0.1"
+[[mqtt.topics]]
+filter = "f"
+format = "fiware"
+lanes = { 1 = 1 }
+"#,
+        );
+        let err = plan(&fiware).unwrap_err().to_string();
+        assert!(err.contains("fiware is not supported"), "{err}");
+    }
 }
