@@ -4,6 +4,7 @@
 //! Everything is an atomic (or a short-held mutex for the aggregator's own statistics), so a
 //! reader never waits on the pipeline and the pipeline never waits on a reader.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +23,27 @@ pub struct SourceCounters {
     pub errors_total: AtomicU64,
     /// Sessions started (the first one included).
     pub sessions_total: AtomicU64,
+    /// Payloads that failed to decode, by error kind (`DecodeErrorKind::label`).
+    pub decode_errors_total: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl SourceCounters {
+    /// Counts one decode error of the kind `label`.
+    pub fn count_decode_error(&self, label: &'static str) {
+        let mut map = self
+            .decode_errors_total
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *map.entry(label).or_default() += 1;
+    }
+
+    /// A copy of the decode error counts by kind.
+    pub fn decode_errors(&self) -> BTreeMap<&'static str, u64> {
+        self.decode_errors_total
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
 }
 
 /// Counters of one `run`.

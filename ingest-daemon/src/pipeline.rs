@@ -21,6 +21,14 @@
 //! `sync_interval` of the first unsynced append (every batch when it is zero). When the
 //! channel closes it syncs a last time and returns a summary.
 //!
+//! **Raw records with a durability reply.** A source whose producer needs an
+//! acknowledgement (MQTT PUBACK) sends [`RawAppend`]s on a second bounded channel
+//! ([`SpoolWriter::with_raw`]). The writer appends them as `Raw` records and answers each
+//! one's `durable` oneshot with its sequence number once an fsync covers it: within
+//! [`RAW_SYNC_WITHIN`] of the first waiting record, or at once when [`RAW_SYNC_EVERY`] are
+//! waiting, whichever comes first. Never before. No lock is held across an await: the
+//! source only awaits the oneshot.
+//!
 //! A sample waiting for a full channel makes the aggregator wait; its sources do not: their
 //! rings take the slack and drop (counted) once full.
 
@@ -32,7 +40,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use central_sync::TrafficSample;
 use chrono::{DateTime, Utc};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -48,6 +56,21 @@ use crate::spool::Spool;
 pub const SAMPLE_CHANNEL_CAPACITY: usize = 1024;
 /// Samples appended per trip to the blocking pool.
 const MAX_BATCH: usize = 512;
+/// Raw append requests in flight between the sources and the spool writer.
+pub const RAW_CHANNEL_CAPACITY: usize = 256;
+/// A raw record somebody waits for is fsynced at most this long after it was appended.
+pub const RAW_SYNC_WITHIN: Duration = Duration::from_millis(50);
+/// ... or as soon as this many raw records wait for their fsync.
+pub const RAW_SYNC_EVERY: usize = 64;
+
+/// A raw record to append on a source's behalf; `durable` receives its sequence number
+/// once it is fsynced (dropped unanswered if the writer fails or stops first).
+#[derive(Debug)]
+pub struct RawAppend {
+    pub appended_at: DateTime<Utc>,
+    pub payload: Vec<u8>,
+    pub durable: oneshot::Sender<u64>,
+}
 
 /// One source as the aggregator sees it.
 #[derive(Debug)]
@@ -224,6 +247,9 @@ pub struct SpoolWriter {
     spool: Option<Spool>,
     printer: Option<SamplePrinter>,
     rx: mpsc::Receiver<TrafficSample>,
+    raw: Option<mpsc::Receiver<RawAppend>>,
+    /// Appended raw records waiting for an fsync, in sequence order.
+    waiting: Vec<(u64, oneshot::Sender<u64>)>,
     sync_interval: Duration,
     counters: Arc<PipelineCounters>,
     summary: WriterSummary,
@@ -243,7 +269,15 @@ impl std::fmt::Debug for SpoolWriter {
 /// One trip to the blocking pool.
 enum Job {
     Append(Vec<TrafficSample>),
+    AppendRaw(Vec<RawAppend>),
     Sync,
+}
+
+/// What woke the writer.
+enum Wake {
+    Sample(Option<TrafficSample>),
+    Raw(Option<RawAppend>),
+    SyncDue,
 }
 
 impl SpoolWriter {
@@ -263,23 +297,39 @@ impl SpoolWriter {
             spool: Some(spool),
             printer,
             rx,
+            raw: None,
+            waiting: Vec::new(),
             sync_interval,
             counters,
             summary,
         }
     }
 
+    /// Also appends raw records from `raw` and answers each once it is durable.
+    pub fn with_raw(mut self, raw: mpsc::Receiver<RawAppend>) -> Self {
+        self.raw = Some(raw);
+        self
+    }
+
     /// Runs until the channel closes, then syncs. Any spool error ends it.
     pub async fn run(mut self) -> anyhow::Result<WriterSummary> {
         let mut unsynced_since: Option<Instant> = None;
+        let mut raw_waiting_since: Option<Instant> = None;
         loop {
-            let deadline = unsynced_since.map(|t| t + self.sync_interval);
-            let received = tokio::select! {
-                r = self.rx.recv() => Some(r),
-                () = sleep_until_opt(deadline) => None,
+            let deadline = [
+                unsynced_since.map(|t| t + self.sync_interval),
+                raw_waiting_since.map(|t| t + RAW_SYNC_WITHIN),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let wake = tokio::select! {
+                r = self.rx.recv() => Wake::Sample(r),
+                r = recv_opt(&mut self.raw) => Wake::Raw(r),
+                () = sleep_until_opt(deadline) => Wake::SyncDue,
             };
-            match received {
-                Some(Some(first)) => {
+            match wake {
+                Wake::Sample(Some(first)) => {
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
                         match self.rx.try_recv() {
@@ -290,14 +340,32 @@ impl SpoolWriter {
                     self.job(Job::Append(batch)).await?;
                     if self.sync_interval.is_zero() {
                         self.job(Job::Sync).await?;
+                        raw_waiting_since = None;
                     } else {
                         unsynced_since.get_or_insert_with(Instant::now);
                     }
                 }
-                Some(None) => break,
-                None => {
+                Wake::Sample(None) => break,
+                Wake::Raw(Some(first)) => {
+                    let mut batch = vec![first];
+                    while let Some(raw) = self.raw.as_mut().and_then(|r| r.try_recv().ok()) {
+                        batch.push(raw);
+                        if batch.len() >= MAX_BATCH {
+                            break;
+                        }
+                    }
+                    self.job(Job::AppendRaw(batch)).await?;
+                    raw_waiting_since.get_or_insert_with(Instant::now);
+                    if self.waiting.len() >= RAW_SYNC_EVERY || self.sync_interval.is_zero() {
+                        self.job(Job::Sync).await?;
+                        (unsynced_since, raw_waiting_since) = (None, None);
+                    }
+                }
+                // Every raw sender is gone: samples only from now on.
+                Wake::Raw(None) => self.raw = None,
+                Wake::SyncDue => {
                     self.job(Job::Sync).await?;
-                    unsynced_since = None;
+                    (unsynced_since, raw_waiting_since) = (None, None);
                 }
             }
         }
@@ -321,14 +389,16 @@ impl SpoolWriter {
             .context("the spool was lost by a failed write")?;
         let mut printer = self.printer.take();
         let mut summary = self.summary;
-        let (spool, printer, summary, result) = tokio::task::spawn_blocking(move || {
-            let result = run_job(&mut spool, &mut printer, &mut summary, job);
-            (spool, printer, summary, result)
+        let mut waiting = std::mem::take(&mut self.waiting);
+        let (spool, printer, summary, waiting, result) = tokio::task::spawn_blocking(move || {
+            let result = run_job(&mut spool, &mut printer, &mut summary, &mut waiting, job);
+            (spool, printer, summary, waiting, result)
         })
         .await
         .context("the spool write task panicked")?;
         self.spool = Some(spool);
         self.printer = printer;
+        self.waiting = waiting;
         let before = self.summary;
         let appended = summary.samples - before.samples;
         self.summary = summary;
@@ -340,6 +410,13 @@ impl SpoolWriter {
             .store(summary.durable_seq, Ordering::Relaxed);
         c.spool_syncs_total
             .fetch_add(summary.syncs - before.syncs, Ordering::Relaxed);
+        let done = self
+            .waiting
+            .partition_point(|(seq, _)| *seq <= summary.durable_seq);
+        for (seq, reply) in self.waiting.drain(..done) {
+            // The source may have gone (session ended): nothing to tell then.
+            let _ = reply.send(seq);
+        }
         result
     }
 }
@@ -348,6 +425,7 @@ fn run_job(
     spool: &mut Spool,
     printer: &mut Option<SamplePrinter>,
     summary: &mut WriterSummary,
+    waiting: &mut Vec<(u64, oneshot::Sender<u64>)>,
     job: Job,
 ) -> anyhow::Result<()> {
     match job {
@@ -370,6 +448,14 @@ fn run_job(
             }
             debug!(samples = batch.len(), "appended to the spool");
         }
+        Job::AppendRaw(batch) => {
+            for raw in batch {
+                let seq = spool
+                    .append_raw(raw.appended_at, &raw.payload)
+                    .context("cannot append a raw record to the spool")?;
+                waiting.push((seq, raw.durable));
+            }
+        }
         Job::Sync => {
             summary.durable_seq = spool.sync().context("cannot fsync the spool")?;
             summary.syncs += 1;
@@ -377,6 +463,14 @@ fn run_job(
     }
     summary.total_bytes = spool.total_bytes();
     Ok(())
+}
+
+/// The next raw request; pending forever without a raw channel.
+async fn recv_opt(raw: &mut Option<mpsc::Receiver<RawAppend>>) -> Option<RawAppend> {
+    match raw {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -489,5 +583,53 @@ mod tests {
         let rest: Vec<_> = std::iter::from_fn(|| h.samples.try_recv().ok()).collect();
         assert!(rest.iter().all(|s| s.bucket_start >= t(30)));
         assert!(h.samples.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_raw_append_is_answered_only_once_fsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(
+            dir.path(),
+            crate::spool::SpoolConfig::with_max_total_bytes(1 << 20),
+        )
+        .unwrap();
+        let counters = Arc::new(PipelineCounters::default());
+        let (sample_tx, sample_rx) = mpsc::channel(4);
+        let (raw_tx, raw_rx) = mpsc::channel(4);
+        // Samples alone would wait an hour for their fsync: the raw reply must not.
+        let writer = SpoolWriter::new(
+            spool,
+            sample_rx,
+            Duration::from_secs(3600),
+            None,
+            Arc::clone(&counters),
+        )
+        .with_raw(raw_rx);
+        let task = tokio::spawn(writer.run());
+        let mut seqs = Vec::new();
+        for i in 0..3u8 {
+            let (durable, rx) = oneshot::channel();
+            let at = t(i64::from(i));
+            let payload = vec![i; 10];
+            raw_tx
+                .send(RawAppend {
+                    appended_at: at,
+                    payload,
+                    durable,
+                })
+                .await
+                .unwrap();
+            let seq = tokio::time::timeout(Duration::from_secs(5), rx)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(counters.spool_durable_seq.load(Ordering::Relaxed) >= seq);
+            seqs.push(seq);
+        }
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        drop(raw_tx);
+        drop(sample_tx);
+        let summary = task.await.unwrap().unwrap();
+        assert!(summary.durable_seq >= seqs[2]);
     }
 }

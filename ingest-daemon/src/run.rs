@@ -34,9 +34,11 @@ use crate::aggregate::{Aggregator, AggregatorConfig};
 use crate::clock::{PipelineClock, wall_now};
 use crate::counters::PipelineCounters;
 use crate::pipeline::{
-    AggregatorTask, Input, SAMPLE_CHANNEL_CAPACITY, SamplePrinter, SpoolWriter, WriterSummary,
+    AggregatorTask, Input, RAW_CHANNEL_CAPACITY, SAMPLE_CHANNEL_CAPACITY, SamplePrinter,
+    SpoolWriter, WriterSummary,
 };
 use crate::shutdown::{DRAIN_DEADLINE, Signals, StopReason, finish_drain};
+use crate::sources::mqtt::{self, Mqtt};
 use crate::sources::simulated::{self, Simulated};
 use crate::sources::{RING_CAPACITY, ring, run_source};
 use crate::spool::{Spool, SpoolConfig};
@@ -152,19 +154,21 @@ pub fn check_supported(config: &Config) -> anyhow::Result<()> {
         refused.push(format!("serial[{i}] {:?} ({})", s.id, s.protocol));
     }
     for (i, s) in config.mqtt.iter().enumerate() {
-        refused.push(format!("mqtt[{i}] {:?}", s.id));
+        if let Err(e) = mqtt::plan(s) {
+            refused.push(format!("mqtt[{i}] {:?}: {e}", s.id));
+        }
     }
     for (i, s) in config.camera.iter().enumerate() {
         refused.push(format!("camera[{i}] {:?}", s.id));
     }
     if !refused.is_empty() {
         bail!(
-            "not supported yet by this build: {} (only [[simulated]] sources can run so far; \
+            "not supported yet by this build: {} (only [[simulated]] and [[mqtt]] sources can run so far; \
              `check-config` still validates the whole file)",
             refused.join(", ")
         );
     }
-    if config.simulated.is_empty() {
+    if config.simulated.is_empty() && config.mqtt.is_empty() {
         bail!("the configuration has no source this build can run");
     }
     Ok(())
@@ -276,9 +280,7 @@ async fn supervise(parts: Parts) -> u8 {
         }
     };
     let config = &parts.config;
-    let counters = Arc::new(PipelineCounters::new(
-        config.simulated.iter().map(|s| s.id.as_str()),
-    ));
+    let counters = Arc::new(PipelineCounters::new(config.source_ids()));
     let clock = PipelineClock::new(parts.sim_start.unwrap_or_else(wall_now), parts.scale);
     let mut aggregator = match Aggregator::new(aggregator_config(config)) {
         Ok(a) => a,
@@ -310,6 +312,43 @@ async fn supervise(parts: Parts) -> u8 {
         let source = Simulated::new(src, clock, tx);
         sources.spawn(run_source(source, source_counters, stop_sources.clone()));
     }
+    let (raw_tx, raw_rx) = mpsc::channel(RAW_CHANNEL_CAPACITY);
+    let max_record = parts.spool.config().max_payload_bytes();
+    for src in &config.mqtt {
+        let plan = match mqtt::plan(src) {
+            Ok(p) => p,
+            Err(e) => {
+                error!(source = %src.id, error = format!("{e:#}"), "cannot run an MQTT source");
+                return 1;
+            }
+        };
+        let source_counters = counters.source(&src.id).unwrap_or_default();
+        let mut rings = Vec::new();
+        for (detector_id, lanes) in &plan.detectors {
+            let det = aggregator.add_detector(config.node.site_id(), detector_id, lanes);
+            aggregator.open_series(det, clock.now());
+            let (tx, rx) = ring(
+                RING_CAPACITY,
+                Arc::clone(&wake),
+                Arc::clone(&source_counters),
+            );
+            inputs.push(Input::new(src.id.clone(), det, rx));
+            rings.push(tx);
+        }
+        let source = Mqtt::new(
+            src,
+            &config.node,
+            plan,
+            rings,
+            raw_tx.clone(),
+            clock,
+            Arc::clone(&source_counters),
+            max_record,
+        );
+        sources.spawn(run_source(source, source_counters, stop_sources.clone()));
+    }
+    // Only the sources hold raw senders: the writer sees the channel close when they end.
+    drop(raw_tx);
 
     let (sample_tx, sample_rx) = mpsc::channel(SAMPLE_CHANNEL_CAPACITY);
     let tick = clock
@@ -330,7 +369,8 @@ async fn supervise(parts: Parts) -> u8 {
         parts.sync_interval,
         parts.printer,
         Arc::clone(&counters),
-    );
+    )
+    .with_raw(raw_rx);
     let mut core = JoinSet::new();
     {
         let stop = stop_aggregator.clone();

@@ -9,9 +9,10 @@
 //!   capped, jittered [`Backoff`] after failures and stops when the shutdown token fires.
 //!   One source failing never stops another.
 //!
-//! Only [`simulated`] sources exist in this build; serial, MQTT and camera sources will be
-//! siblings of it.
+//! [`simulated`] and [`mqtt`] sources exist in this build; serial and camera sources will
+//! be siblings of them.
 
+pub mod mqtt;
 pub mod simulated;
 
 use std::collections::hash_map::RandomState;
