@@ -22,6 +22,39 @@ pub struct SourceCounters {
     pub errors_total: AtomicU64,
     /// Sessions started (the first one included).
     pub sessions_total: AtomicU64,
+    /// Byte-stream sources: frames decoded.
+    pub frames_total: AtomicU64,
+    /// Byte-stream sources: bytes read.
+    pub bytes_total: AtomicU64,
+    /// Byte-stream sources: bytes dropped while resynchronising.
+    pub skipped_bytes_total: AtomicU64,
+    /// Byte-stream sources: resynchronisations (and rejected payloads).
+    pub decode_errors_total: AtomicU64,
+    /// The same by [`codecs::DecodeErrorKind::label`] (a handful of fixed labels).
+    pub decode_errors_by_kind: Mutex<Vec<(&'static str, u64)>>,
+}
+
+impl SourceCounters {
+    /// Counts one decode error of the given kind label.
+    pub fn note_decode_error(&self, label: &'static str) {
+        self.decode_errors_total.fetch_add(1, Ordering::Relaxed);
+        let mut kinds = self
+            .decode_errors_by_kind
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match kinds.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((label, 1)),
+        }
+    }
+
+    /// A copy of the decode errors by kind label.
+    pub fn decode_errors_by_kind(&self) -> Vec<(&'static str, u64)> {
+        self.decode_errors_by_kind
+            .lock()
+            .map(|k| k.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
 }
 
 /// Counters of one `run`.
