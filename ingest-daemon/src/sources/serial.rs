@@ -92,7 +92,9 @@ pub enum LineItem {
 }
 
 /// The protocol state of one line: a stream decoder and what the protocol needs besides.
+/// One per open port, so the variants' different sizes do not matter.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Wire {
     Ss125(StreamDecoder<Ss125>),
     Ss105(StreamDecoder<Ss105>),
@@ -507,10 +509,11 @@ impl Source for Serial {
                     let Some(addr) = address else { continue };
                     self.seq = self.seq.wrapping_add(1);
                     self.fcb = !self.fcb;
-                    if let Some(req) = poll_request(self.cfg.protocol, addr, self.seq, self.fcb)? {
-                        if let Err(e) = port.write_all(&req).await {
-                            break Err(anyhow::Error::new(e).context("write failed"));
-                        }
+                    let request = poll_request(self.cfg.protocol, addr, self.seq, self.fcb)?;
+                    if let Some(req) = request
+                        && let Err(e) = port.write_all(&req).await
+                    {
+                        break Err(anyhow::Error::new(e).context("write failed"));
                     }
                 }
             }
