@@ -569,3 +569,94 @@ pub fn lane_map(src: &SerialSource) -> anyhow::Result<crate::aggregate::LaneMap>
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(crate::aggregate::LaneMap::from_pairs(pairs)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn poll_requests_decode_as_the_right_requests() {
+        let req = poll_request(Protocol::Ss125, 101, 5, false)
+            .unwrap()
+            .unwrap();
+        let (frame, n) = Ss125::metric().decode(&req).unwrap().unwrap();
+        assert_eq!(n, req.len());
+        assert_eq!(frame.header.dst_id, 101);
+        assert!(matches!(
+            frame.body,
+            Z1Body::IntervalRequest {
+                packet: 0,
+                interval: 0
+            }
+        ));
+
+        let a = poll_request(Protocol::Ft12Tls, 7, 0, true)
+            .unwrap()
+            .unwrap();
+        let b = poll_request(Protocol::Ft12Tls, 7, 0, false)
+            .unwrap()
+            .unwrap();
+        let (fa, _) = Ft12::new().decode(&a).unwrap().unwrap();
+        let (fb, _) = Ft12::new().decode(&b).unwrap().unwrap();
+        assert_eq!(fa.address(), Some(7));
+        let (ca, cb) = (fa.control().unwrap(), fb.control().unwrap());
+        assert_eq!(ca.function(), function::REQUEST_CLASS_2);
+        assert!(ca.is_primary() && ca.fcv() && ca.fcb() && !cb.fcb());
+
+        let x = poll_request(Protocol::Ss105, 12, 0, false)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            Ss105::default().decode(&x).unwrap().unwrap().0,
+            Ss105Frame::Request(r) if r.drop == 12
+        ));
+        assert!(poll_request(Protocol::Pems, 0, 0, false).unwrap().is_none());
+    }
+
+    #[test]
+    fn garbage_is_counted_and_a_partial_frame_flushed() {
+        let now = at("2024-03-04T08:00:00Z");
+        let mut wire = Wire::new(Protocol::Ss125, 30, 1, now.date_naive());
+        let mut out = Vec::new();
+        wire.push(b"\x01\x02garbage");
+        wire.drain(None, now, &mut out);
+        assert!(
+            out.iter().all(|i| matches!(i, LineItem::Error { .. })),
+            "{out:?}"
+        );
+        assert!(!out.is_empty());
+        out.clear();
+        let req = poll_request(Protocol::Ss125, 1, 0, false).unwrap().unwrap();
+        wire.push(&req[..5]);
+        wire.drain(None, now, &mut out);
+        assert!(out.is_empty());
+        assert!(wire.buffered() > 0);
+        wire.flush_partial(&mut out);
+        assert!(matches!(
+            out.as_slice(),
+            [LineItem::Error {
+                label: "length",
+                ..
+            }]
+        ));
+        assert_eq!(wire.buffered(), 0);
+    }
+
+    #[test]
+    fn vlog_stamps_take_the_arrival_date() {
+        let stamp = at("2000-01-01T23:59:58Z");
+        assert_eq!(
+            on_arrival_date(stamp, at("2024-03-05T00:00:01Z")),
+            Some(at("2024-03-04T23:59:58Z"))
+        );
+        let stamp = at("2000-01-01T08:00:00Z");
+        assert_eq!(
+            on_arrival_date(stamp, at("2024-03-04T08:00:03Z")),
+            Some(at("2024-03-04T08:00:00Z"))
+        );
+    }
+}
