@@ -6,8 +6,8 @@
 //!
 //! - [`cli`]: the command line (`run`, `check-config`, `spool stat|tail|export`).
 //! - [`run`]: `run` itself: configuration to running tasks, supervision, drain.
-//! - [`sources`]: the source loop with backoff, the rings, and the [`sources::simulated`]
-//!   source (the only kind wired so far).
+//! - [`sources`]: the source loop with backoff, the rings, the [`sources::simulated`]
+//!   source and the [`sources::serial`] source (serial-line detectors).
 //! - [`pipeline`]: the aggregator task and the spool writer task.
 //! - [`shutdown`]: signals, stop reasons, the drain deadline.
 //! - [`clock`]: the pipeline clock (scaled for demos).
