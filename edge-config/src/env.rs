@@ -52,6 +52,7 @@ pub const OVERRIDABLE_KEYS: &[(&str, ValueKind)] = &[
     ("uplink.retry_backoff_max_ms", ValueKind::Integer),
     ("aggregation.interval_s", ValueKind::Integer),
     ("aggregation.allowed_lateness_s", ValueKind::Integer),
+    ("aggregation.max_clock_skew_s", ValueKind::Integer),
     ("http.listen", ValueKind::String),
 ];
 

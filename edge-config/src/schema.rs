@@ -301,6 +301,8 @@ impl Uplink {
 pub const ALLOWED_INTERVALS_S: [u32; 3] = [30, 60, 300];
 /// Largest allowed `aggregation.allowed_lateness_s`.
 pub const MAX_ALLOWED_LATENESS_S: u32 = 300;
+/// Largest allowed `aggregation.max_clock_skew_s`.
+pub const MAX_CLOCK_SKEW_S: u32 = 3600;
 
 /// `[aggregation]`: how vehicle events become traffic samples.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -313,6 +315,10 @@ pub struct Aggregation {
     /// late events still count. 0 ..= 300.
     #[serde(default = "default_allowed_lateness_s")]
     pub allowed_lateness_s: u32,
+    /// Default: `2`. A device time further than this from the box's arrival time is not
+    /// trusted: the observation is binned by box time and flagged CLOCK_SKEW. 0 ..= 3600.
+    #[serde(default = "default_max_clock_skew_s")]
+    pub max_clock_skew_s: u32,
 }
 
 fn default_interval_s() -> u32 {
@@ -321,12 +327,16 @@ fn default_interval_s() -> u32 {
 fn default_allowed_lateness_s() -> u32 {
     10
 }
+fn default_max_clock_skew_s() -> u32 {
+    2
+}
 
 impl Default for Aggregation {
     fn default() -> Self {
         Self {
             interval_s: default_interval_s(),
             allowed_lateness_s: default_allowed_lateness_s(),
+            max_clock_skew_s: default_max_clock_skew_s(),
         }
     }
 }

@@ -239,6 +239,15 @@ impl Config {
                 ),
             );
         }
+        if agg.max_clock_skew_s > MAX_CLOCK_SKEW_S {
+            out.push(
+                base.key("max_clock_skew_s"),
+                format!(
+                    "{} is above the maximum of {MAX_CLOCK_SKEW_S}",
+                    agg.max_clock_skew_s
+                ),
+            );
+        }
     }
 
     fn check_http(&self, out: &mut Issues) {

@@ -4,7 +4,6 @@
 //! Everything is an atomic (or a short-held mutex for the aggregator's own statistics), so a
 //! reader never waits on the pipeline and the pipeline never waits on a reader.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -23,25 +22,37 @@ pub struct SourceCounters {
     pub errors_total: AtomicU64,
     /// Sessions started (the first one included).
     pub sessions_total: AtomicU64,
-    /// Payloads that failed to decode, by error kind (`DecodeErrorKind::label`).
-    pub decode_errors_total: Mutex<BTreeMap<&'static str, u64>>,
+    /// Byte-stream sources: frames decoded.
+    pub frames_total: AtomicU64,
+    /// Byte-stream sources: bytes read.
+    pub bytes_total: AtomicU64,
+    /// Byte-stream sources: bytes dropped while resynchronising.
+    pub skipped_bytes_total: AtomicU64,
+    /// Byte-stream sources: resynchronisations (and rejected payloads).
+    pub decode_errors_total: AtomicU64,
+    /// The same by [`codecs::DecodeErrorKind::label`] (a handful of fixed labels).
+    pub decode_errors_by_kind: Mutex<Vec<(&'static str, u64)>>,
 }
 
 impl SourceCounters {
-    /// Counts one decode error of the kind `label`.
-    pub fn count_decode_error(&self, label: &'static str) {
-        let mut map = self
-            .decode_errors_total
+    /// Counts one decode error of the given kind label.
+    pub fn note_decode_error(&self, label: &'static str) {
+        self.decode_errors_total.fetch_add(1, Ordering::Relaxed);
+        let mut kinds = self
+            .decode_errors_by_kind
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *map.entry(label).or_default() += 1;
+        match kinds.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((label, 1)),
+        }
     }
 
-    /// A copy of the decode error counts by kind.
-    pub fn decode_errors(&self) -> BTreeMap<&'static str, u64> {
-        self.decode_errors_total
+    /// A copy of the decode errors by kind label.
+    pub fn decode_errors_by_kind(&self) -> Vec<(&'static str, u64)> {
+        self.decode_errors_by_kind
             .lock()
-            .map(|m| m.clone())
+            .map(|k| k.clone())
             .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 }

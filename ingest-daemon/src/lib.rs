@@ -7,7 +7,8 @@
 //! - [`cli`]: the command line (`run`, `check-config`, `spool stat|tail|export`).
 //! - [`run`]: `run` itself: configuration to running tasks, supervision, drain.
 //! - [`sources`]: the source loop with backoff, the rings, the [`sources::simulated`]
-//!   source and the [`sources::mqtt`] source (PUBACK only once durable in the spool).
+//!   source, the [`sources::serial`] source (serial-line detectors) and the [`sources::mqtt`]
+//!   source (PUBACK only once durable in the spool).
 //! - [`pipeline`]: the aggregator task and the spool writer task.
 //! - [`shutdown`]: signals, stop reasons, the drain deadline.
 //! - [`clock`]: the pipeline clock (scaled for demos).

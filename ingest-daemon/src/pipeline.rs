@@ -172,7 +172,14 @@ impl AggregatorTask {
                     SourceItem::Vehicle { event, arrival } => {
                         self.aggregator.vehicle(input.detector, &event, arrival);
                     }
+                    SourceItem::Interval { report, arrival } => {
+                        self.aggregator.interval(input.detector, &report, arrival);
+                    }
                     SourceItem::Alive(t) => self.aggregator.mark_detector_alive(input.detector, t),
+                    SourceItem::Progress(_) => {}
+                    SourceItem::DecodeError(t) => {
+                        self.aggregator.note_decode_error(input.detector, t)
+                    }
                 }
                 input.progress = Some(input.progress.map_or(time, |p| p.max(time)));
             }

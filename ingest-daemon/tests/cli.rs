@@ -258,7 +258,8 @@ fn check_config_prints_every_problem_with_its_position() {
 }
 
 #[test]
-fn run_refuses_sources_this_build_cannot_run() {
+fn a_serial_port_that_is_missing_is_retried_and_the_run_still_drains() {
+    // (MQTT and camera sources are still refused: see run::tests.)
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
         tmp.path().join("serial.toml"),
@@ -279,12 +280,10 @@ fn run_refuses_sources_this_build_cannot_run() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("not supported yet by this build: serial[0] \"radar\" (rtms_g4)"),
-        "{err}"
-    );
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("source session failed"), "{err}");
+    assert!(err.contains("/dev/ttyUSB9"), "{err}");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Sources: one task per device, each pushing into its own bounded lock-free ring.
 //!
-//! - [`SourceItem`] is what travels: a vehicle event with its box arrival time, or a
-//!   liveness mark ("connected and listening up to this time").
+//! - [`SourceItem`] is what travels: a vehicle event or an interval report with its box
+//!   arrival time, a liveness mark ("connected and listening up to this time"), a progress
+//!   mark (no liveness claim), or a decode error.
 //! - [`ring`] makes the single-producer single-consumer ring (`ringbuf`) between a source
 //!   and the aggregator. [`RingSender::push`] never blocks: when the ring is full the new
 //!   item is dropped and counted (DESIGN §5: a serial reader must never wait on us).
@@ -9,10 +10,11 @@
 //!   capped, jittered [`Backoff`] after failures and stops when the shutdown token fires.
 //!   One source failing never stops another.
 //!
-//! [`simulated`] and [`mqtt`] sources exist in this build; serial and camera sources will
+//! [`simulated`], [`serial`] and [`mqtt`] sources exist in this build; camera sources will
 //! be siblings of them.
 
 pub mod mqtt;
+pub mod serial;
 pub mod simulated;
 
 use std::collections::hash_map::RandomState;
@@ -24,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use codecs::model::VehicleEvent;
+use codecs::model::{IntervalReport, VehicleEvent};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
@@ -48,16 +50,27 @@ pub enum SourceItem {
         event: VehicleEvent,
         arrival: DateTime<Utc>,
     },
+    /// An interval report (device lane), and when the box received it.
+    Interval {
+        report: IntervalReport,
+        arrival: DateTime<Utc>,
+    },
     /// The source was connected and listening up to this time.
     Alive(DateTime<Utc>),
+    /// Nothing older than this time will follow, and nothing is claimed about liveness
+    /// (interval-report sources, which must not mark their lanes alive).
+    Progress(DateTime<Utc>),
+    /// The source's decoder skipped bytes (garbage, a bad checksum) at this time: the
+    /// detector's bins of that time get CRC_ERRORS.
+    DecodeError(DateTime<Utc>),
 }
 
 impl SourceItem {
     /// The box time of the item: arrival or liveness time.
     pub fn time(&self) -> DateTime<Utc> {
         match self {
-            Self::Vehicle { arrival, .. } => *arrival,
-            Self::Alive(t) => *t,
+            Self::Vehicle { arrival, .. } | Self::Interval { arrival, .. } => *arrival,
+            Self::Alive(t) | Self::Progress(t) | Self::DecodeError(t) => *t,
         }
     }
 }
@@ -115,7 +128,10 @@ impl RingSender {
     /// Pushes without ever blocking. On a full ring the item is dropped and counted, and
     /// `false` is returned.
     pub fn push(&mut self, item: SourceItem) -> bool {
-        let is_event = matches!(item, SourceItem::Vehicle { .. });
+        let is_event = matches!(
+            item,
+            SourceItem::Vehicle { .. } | SourceItem::Interval { .. }
+        );
         match self.prod.try_push(item) {
             Ok(()) => {
                 if is_event {

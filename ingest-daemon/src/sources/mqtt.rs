@@ -23,7 +23,7 @@
 //!    go out in arrival order (MQTT 3.1.1 §4.6).
 //!
 //! A payload that does not decode is counted per source by error kind
-//! ([`SourceCounters::count_decode_error`]), logged at most once per
+//! ([`SourceCounters::note_decode_error`]), logged at most once per
 //! [`LOG_EVERY`] without its text, and **still acknowledged** once durable as raw: a poison
 //! message must not come back forever. A message too large to ever fit a spool record is
 //! counted (`too_long`) and acknowledged without being stored (it never could be).
@@ -374,7 +374,7 @@ impl Mqtt {
     }
 
     fn decode_error(&mut self, topic: &str, kind: &'static str, offset: usize, reason: &str) {
-        self.counters.count_decode_error(kind);
+        self.counters.note_decode_error(kind);
         if let Some(suppressed) = self.log_limit.allow() {
             // The reason names the member and offset, never the payload text.
             warn!(
