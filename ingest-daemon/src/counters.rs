@@ -4,10 +4,26 @@
 //! Everything is an atomic (or a short-held mutex for the aggregator's own statistics), so a
 //! reader never waits on the pipeline and the pipeline never waits on a reader.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use codecs::DecodeErrorKind;
 
 use crate::aggregate::AggregatorStats;
+use crate::spool::SpoolStat;
+
+/// The `error_type` label of each [`DecodeErrorKind`] ([`DecodeErrorKind::label`]), in the
+/// order of [`SourceCounters::decode_errors_total`].
+pub const DECODE_ERROR_TYPES: [&str; 7] = [
+    "bad_start",
+    "checksum",
+    "length",
+    "bad_end",
+    "too_long",
+    "field",
+    "unsupported",
+];
 
 /// Per-source counters.
 #[derive(Debug, Default)]
@@ -22,6 +38,65 @@ pub struct SourceCounters {
     pub errors_total: AtomicU64,
     /// Sessions started (the first one included).
     pub sessions_total: AtomicU64,
+    /// Frames decoded (device sources; a simulated source has no frames).
+    pub frames_total: AtomicU64,
+    /// Bytes read from the device.
+    pub bytes_total: AtomicU64,
+    /// Decode errors by kind, indexed as [`DECODE_ERROR_TYPES`]; see [`Self::decode_error`].
+    pub decode_errors_total: [AtomicU64; DECODE_ERROR_TYPES.len()],
+    /// Wall time of the last event pushed, ms since the Unix epoch (0: none yet).
+    pub last_event_unix_ms: AtomicI64,
+    /// True while the source waits out a backoff after a failed or ended session.
+    pub backing_off: AtomicBool,
+    /// Failed sessions in a row (0 after a session that did not fail).
+    pub consecutive_errors: AtomicU64,
+}
+
+impl SourceCounters {
+    /// Counts one decode error under its kind's label.
+    pub fn decode_error(&self, kind: &DecodeErrorKind) {
+        let label = kind.label();
+        if let Some(i) = DECODE_ERROR_TYPES.iter().position(|&l| l == label)
+            && let Some(c) = self.decode_errors_total.get(i)
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// "Still alive" marks of a task: the watchdog and `/health` look at how long ago the last
+/// one was. A task blocked (on a full channel, on a stuck disk) stops beating.
+#[derive(Debug)]
+pub struct Heartbeat {
+    base: Instant,
+    /// ms after `base` of the last beat; `u64::MAX`: never.
+    last_ms: AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last beat; `None` before the first.
+    pub fn age(&self) -> Option<Duration> {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        (last != u64::MAX).then(|| {
+            self.base
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last))
+        })
+    }
 }
 
 /// Counters of one `run`.
@@ -39,6 +114,12 @@ pub struct PipelineCounters {
     pub spool_syncs_total: AtomicU64,
     /// The aggregator's own counters, refreshed on every aggregator tick.
     pub aggregator: Mutex<AggregatorStats>,
+    /// Beats on every aggregator loop (at least once per tick).
+    pub aggregator_beat: Heartbeat,
+    /// Beats whenever the spool writer finishes a job or idles without one pending.
+    pub spool_writer_beat: Heartbeat,
+    /// The spool's figures after the spool writer's last job (`None` before the first).
+    pub spool_stat: Mutex<Option<SpoolStat>>,
 }
 
 impl PipelineCounters {
@@ -75,6 +156,22 @@ impl PipelineCounters {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// A copy of the spool's last figures.
+    pub fn spool_stat(&self) -> Option<SpoolStat> {
+        self.spool_stat
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    pub(crate) fn set_spool_stat(&self, stat: SpoolStat) {
+        let mut guard = self
+            .spool_stat
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *guard = Some(stat);
     }
 
     pub(crate) fn set_aggregator_stats(&self, stats: &AggregatorStats) {

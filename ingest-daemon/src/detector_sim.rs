@@ -645,7 +645,7 @@ impl Runner<'_> {
         let every = u64::from(self.spec.bad_checksum_every);
         let mut bytes = frame.bytes;
         let mut bad = false;
-        if every > 0 && (n % every == 0 || self.corruption_due) {
+        if every > 0 && (n.is_multiple_of(every) || self.corruption_due) {
             match corrupt(self.spec.protocol, &bytes).filter(|_| !last) {
                 Some(b) => {
                     bytes = b;
@@ -673,7 +673,7 @@ impl Runner<'_> {
         };
         self.sink.send(&unit, self.flush)?;
         let every = u64::from(self.spec.garbage_every);
-        if every > 0 && n % every == 0 {
+        if every > 0 && n.is_multiple_of(every) {
             let len = self.rng.random_range(1..=16);
             let mut bytes: Vec<u8> = (0..len)
                 .filter_map(|_| {

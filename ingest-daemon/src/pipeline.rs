@@ -48,6 +48,8 @@ use crate::spool::Spool;
 pub const SAMPLE_CHANNEL_CAPACITY: usize = 1024;
 /// Samples appended per trip to the blocking pool.
 const MAX_BATCH: usize = 512;
+/// How often an idle spool writer marks itself alive.
+const WRITER_BEAT: Duration = Duration::from_secs(1);
 
 /// One source as the aggregator sees it.
 #[derive(Debug)]
@@ -72,8 +74,11 @@ impl Input {
     }
 }
 
+/// Registers a source with a running aggregator: interns its detector, opens its series at
+/// the given time and returns its input (sent on the channel of [`AggregatorTask::with_control`]).
+pub type AddInput = Box<dyn FnOnce(&mut Aggregator, DateTime<Utc>) -> Input + Send>;
+
 /// The aggregator task; see the module documentation.
-#[derive(Debug)]
 pub struct AggregatorTask {
     aggregator: Aggregator,
     inputs: Vec<Input>,
@@ -83,6 +88,16 @@ pub struct AggregatorTask {
     tick: Duration,
     counters: Arc<PipelineCounters>,
     closed: Vec<TrafficSample>,
+    control: Option<mpsc::Receiver<AddInput>>,
+}
+
+impl std::fmt::Debug for AggregatorTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregatorTask")
+            .field("inputs", &self.inputs)
+            .field("tick", &self.tick)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AggregatorTask {
@@ -105,7 +120,14 @@ impl AggregatorTask {
             tick,
             counters,
             closed: Vec::new(),
+            control: None,
         }
+    }
+
+    /// Sources started later (a configuration reload) arrive on `control`.
+    pub fn with_control(mut self, control: mpsc::Receiver<AddInput>) -> Self {
+        self.control = Some(control);
+        self
     }
 
     /// Runs until `stop` fires, then drains, flushes every open bin and returns.
@@ -117,12 +139,17 @@ impl AggregatorTask {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
+                Some(add) = recv_opt(&mut self.control) => {
+                    let input = add(&mut self.aggregator, self.clock.now());
+                    self.inputs.push(input);
+                }
                 () = self.wake.notified() => {}
                 _ = tick.tick() => {}
             }
             self.drain();
             self.advance();
             self.send().await?;
+            self.counters.aggregator_beat.beat();
         }
         self.drain();
         self.advance();
@@ -272,11 +299,18 @@ impl SpoolWriter {
     /// Runs until the channel closes, then syncs. Any spool error ends it.
     pub async fn run(mut self) -> anyhow::Result<WriterSummary> {
         let mut unsynced_since: Option<Instant> = None;
+        // The writer idles between bins; beating while idle tells the watchdog it answers.
+        let mut idle = tokio::time::interval(WRITER_BEAT);
+        idle.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let deadline = unsynced_since.map(|t| t + self.sync_interval);
             let received = tokio::select! {
                 r = self.rx.recv() => Some(r),
                 () = sleep_until_opt(deadline) => None,
+                _ = idle.tick() => {
+                    self.counters.spool_writer_beat.beat();
+                    continue;
+                }
             };
             match received {
                 Some(Some(first)) => {
@@ -321,9 +355,10 @@ impl SpoolWriter {
             .context("the spool was lost by a failed write")?;
         let mut printer = self.printer.take();
         let mut summary = self.summary;
-        let (spool, printer, summary, result) = tokio::task::spawn_blocking(move || {
+        let (spool, printer, summary, result, stat) = tokio::task::spawn_blocking(move || {
             let result = run_job(&mut spool, &mut printer, &mut summary, job);
-            (spool, printer, summary, result)
+            let stat = spool.stat().ok();
+            (spool, printer, summary, result, stat)
         })
         .await
         .context("the spool write task panicked")?;
@@ -340,6 +375,12 @@ impl SpoolWriter {
             .store(summary.durable_seq, Ordering::Relaxed);
         c.spool_syncs_total
             .fetch_add(summary.syncs - before.syncs, Ordering::Relaxed);
+        if let Some(stat) = stat {
+            c.set_spool_stat(stat);
+        }
+        if result.is_ok() {
+            c.spool_writer_beat.beat();
+        }
         result
     }
 }
@@ -377,6 +418,13 @@ fn run_job(
     }
     summary.total_bytes = spool.total_bytes();
     Ok(())
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
