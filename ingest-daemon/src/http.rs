@@ -63,3 +63,51 @@ pub async fn serve(listener: TcpListener, state: OpsState, stop: CancellationTok
         tracing::error!(error = %e, "the HTTP endpoint failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    async fn get(state: OpsState, path: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, state, stop.clone()));
+        let response = tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .await
+        .unwrap();
+        stop.cancel();
+        server.await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn health_answers_503_when_failing_and_200_otherwise() {
+        let state = OpsState {
+            counters: Arc::default(),
+            sources: SourceList::default(),
+        };
+        // Nothing has beaten: the pipeline counts as stalled.
+        let r = get(state.clone(), "/health").await;
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        assert!(r.contains("\"status\":\"failing\""), "{r}");
+        state.counters.aggregator_beat.beat();
+        state.counters.spool_writer_beat.beat();
+        let r = get(state.clone(), "/health").await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        let r = get(state, "/metrics").await;
+        assert!(r.contains("text/plain; version=0.0.4"), "{r}");
+    }
+}

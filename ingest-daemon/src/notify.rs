@@ -160,4 +160,57 @@ mod tests {
         assert_eq!(&buf[..len], b"READY=1\nSTATUS=x\n");
         Notifier::default().send(&[NotifyState::Ready]);
     }
+
+    /// Runs `keep_alive` for a while with a 100 ms watchdog; returns the messages sent.
+    async fn messages_while(counters: Arc<PipelineCounters>, beating: bool) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let server = UnixDatagram::bind(&path).unwrap();
+        server.set_nonblocking(true).unwrap();
+        let n = Notifier::from_env(&[("NOTIFY_SOCKET".into(), path.display().to_string())]);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(keep_alive(
+            Arc::new(n),
+            Some(Duration::from_millis(100)),
+            Arc::clone(&counters),
+            SourceList::default(),
+            stop.clone(),
+        ));
+        for _ in 0..10 {
+            if beating {
+                counters.aggregator_beat.beat();
+                counters.spool_writer_beat.beat();
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(len) = server.recv(&mut buf) {
+            out.extend(
+                String::from_utf8_lossy(&buf[..len])
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_is_pinged_only_while_the_pipeline_moves() {
+        let moving = messages_while(Arc::default(), true).await;
+        assert!(moving.iter().any(|m| m == "WATCHDOG=1"), "{moving:?}");
+        assert!(
+            moving.iter().any(|m| m.starts_with("STATUS=")),
+            "{moving:?}"
+        );
+        // Never beaten: as good as wedged.
+        let wedged = messages_while(Arc::default(), false).await;
+        assert!(!wedged.iter().any(|m| m == "WATCHDOG=1"), "{wedged:?}");
+        assert!(
+            wedged.iter().any(|m| m.starts_with("STATUS=")),
+            "{wedged:?}"
+        );
+    }
 }

@@ -342,3 +342,44 @@ fn sighup_adds_a_source_and_keeps_the_running_one() {
         d.metric(&events("sim-b")).is_none().then_some(())
     });
 }
+
+#[test]
+fn journald_lines_carry_priorities_and_no_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("box.toml");
+    let port = test_support::free_port();
+    std::fs::write(&config, config_text(port, &[&source("sim-a", 1)])).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ingest-daemon"))
+        .args([
+            "--log-format",
+            "journald",
+            "run",
+            "--for",
+            "0.5",
+            "--time-scale",
+            "60",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.iter().any(|l| l.starts_with("<6>")), "{log}");
+    assert!(lines.iter().any(|l| l.starts_with("<4>")), "{log}");
+    for l in &lines {
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"]
+                .iter()
+                .any(|p| l.starts_with(p)),
+            "{l}"
+        );
+        assert!(!l.contains("Z "), "a timestamp in {l}");
+    }
+}
