@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use codecs::DecodeErrorKind;
 
-use crate::aggregate::AggregatorStats;
+use crate::aggregate::{AggregatorStats, DetectorHealth};
 use crate::spool::SpoolStat;
 
 /// The `error_type` label of each [`DecodeErrorKind`] ([`DecodeErrorKind::label`]), in the
@@ -120,6 +120,8 @@ pub struct PipelineCounters {
     pub spool_writer_beat: Heartbeat,
     /// The spool's figures after the spool writer's last job (`None` before the first).
     pub spool_stat: Mutex<Option<SpoolStat>>,
+    /// Each detector's health as of the last emitted bins.
+    pub detectors: Mutex<Vec<DetectorHealth>>,
 }
 
 impl PipelineCounters {
@@ -164,6 +166,22 @@ impl PipelineCounters {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// A copy of the detectors' health.
+    pub fn detector_health(&self) -> Vec<DetectorHealth> {
+        self.detectors
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    pub(crate) fn set_detector_health(&self, detectors: Vec<DetectorHealth>) {
+        let mut guard = self
+            .detectors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *guard = detectors;
     }
 
     pub(crate) fn set_spool_stat(&self, stat: SpoolStat) {

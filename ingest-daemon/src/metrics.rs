@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::aggregate::DetectorHealth;
 use crate::counters::{DECODE_ERROR_TYPES, PipelineCounters, SourceCounters};
 use crate::spool::ClassStat;
 
@@ -58,6 +59,9 @@ type PerClass = (
     &'static str,
     fn(&ClassStat) -> u64,
 );
+
+/// (name, help, flag) of a detector health flag.
+type DetectorFlag = (&'static str, &'static str, fn(&DetectorHealth) -> bool);
 
 struct Out {
     text: String,
@@ -219,6 +223,8 @@ pub fn render(c: &PipelineCounters, sources: &[SourceEntry], now: DateTime<Utc>)
         o.sample(name, &[], v);
     }
 
+    render_detectors(&mut o, &c.detector_health());
+
     if let Some(st) = c.spool_stat() {
         let classes: [(&str, &ClassStat); 2] = [("sample", &st.samples), ("raw", &st.raw)];
         let per_class: [PerClass; 6] = [
@@ -278,6 +284,61 @@ pub fn render(c: &PipelineCounters, sources: &[SourceEntry], now: DateTime<Utc>)
     o.text
 }
 
+/// Detector health flags, labelled by site and detector (both from the configuration).
+fn render_detectors(o: &mut Out, detectors: &[DetectorHealth]) {
+    let flags: [DetectorFlag; 4] = [
+        (
+            "ingest_detector_chattering",
+            "1 when a lane of the detector chattered in its last bin.",
+            DetectorHealth::chatter,
+        ),
+        (
+            "ingest_detector_locked_on",
+            "1 when a lane has shown occupancy 1.0 for too long.",
+            DetectorHealth::locked_on,
+        ),
+        (
+            "ingest_detector_constant_occupancy",
+            "1 when a lane has shown the same non-zero occupancy for several bins.",
+            DetectorHealth::constant_occupancy,
+        ),
+        (
+            "ingest_detector_no_hits",
+            "1 when an active lane has seen no vehicle for too long.",
+            DetectorHealth::no_hits,
+        ),
+    ];
+    for (name, help, flag) in flags {
+        o.header(name, "gauge", help);
+        for d in detectors {
+            let labels = [("site", d.site_id.as_str()), ("detector", &d.detector_id)];
+            o.sample(name, &labels, u8::from(flag(d)));
+        }
+    }
+    let name = "ingest_detector_skewed_observations_total";
+    o.header(
+        name,
+        "counter",
+        "Observations binned by box time because the device clock was off.",
+    );
+    for d in detectors {
+        let labels = [("site", d.site_id.as_str()), ("detector", &d.detector_id)];
+        o.sample(name, &labels, d.skewed_total);
+    }
+    let name = "ingest_detector_clock_skew_seconds";
+    o.header(
+        name,
+        "gauge",
+        "Last measured box time minus device time (absent when the device sends no time).",
+    );
+    for d in detectors {
+        if let Some(ms) = d.clock_skew_ms {
+            let labels = [("site", d.site_id.as_str()), ("detector", &d.detector_id)];
+            o.sample(name, &labels, ms as f64 / 1000.0);
+        }
+    }
+}
+
 /// Overall state of the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -335,8 +396,9 @@ fn task(age: Option<Duration>) -> TaskHealth {
 }
 
 /// Assesses the daemon: `failing` when the aggregator or spool writer is stalled or every
-/// source is failing; `degraded` when some source fails or is quiet, or samples were evicted
-/// before acknowledgement; `ok` otherwise.
+/// source is failing; `degraded` when some source fails or is quiet, a detector is locked
+/// on, chatters, sees no hits or shows a constant occupancy, or samples were evicted before
+/// acknowledgement; `ok` otherwise.
 pub fn health(c: &PipelineCounters, sources: &[SourceEntry], now: DateTime<Utc>) -> HealthReport {
     let sources: Vec<SourceHealth> = sources
         .iter()
@@ -391,6 +453,17 @@ pub fn health(c: &PipelineCounters, sources: &[SourceEntry], now: DateTime<Utc>)
             {
                 degraded.push(format!("source {} quiet", s.id));
             }
+        }
+    }
+    for d in c.detector_health() {
+        let flags = [
+            (d.locked_on(), "locked on"),
+            (d.chatter(), "chattering"),
+            (d.no_hits(), "no hits"),
+            (d.constant_occupancy(), "constant occupancy"),
+        ];
+        for (_, what) in flags.iter().filter(|(on, _)| *on) {
+            degraded.push(format!("detector {} {what}", d.detector_id));
         }
     }
     if spool.evicted_unacked_records.is_some_and(|n| n > 0) {

@@ -209,6 +209,11 @@ impl AggregatorTask {
         if let Some(mark) = self.watermark() {
             self.aggregator.advance(mark, &mut self.closed);
         }
+        // Detector flags change when bins close: publish them then.
+        if !self.closed.is_empty() {
+            let health = self.aggregator.health(self.clock.now());
+            self.counters.set_detector_health(health.detectors);
+        }
     }
 
     async fn send(&mut self) -> anyhow::Result<()> {

@@ -226,6 +226,7 @@ fn metrics_move_and_health_is_ok() {
         "ingest_spool_records{class=\"sample\"} ",
         "ingest_spool_evicted_unacked_records_total{class=\"sample\"} 0",
         "ingest_spool_oldest_age_seconds ",
+        "ingest_detector_locked_on{site=\"box-1\",detector=\"sim-a\"} 0",
     ] {
         assert!(body.contains(series), "no {series:?} in:\n{body}");
     }
