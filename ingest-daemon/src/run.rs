@@ -475,7 +475,8 @@ async fn supervise(parts: Parts) -> u8 {
             s = signals.recv() => break StopReason::Signal(s),
             () = sleep_opt(parts.run_for) => break StopReason::TimeUp,
             _ = hangup.recv() => {
-                if let Some(new) = reload(parts.config_path.as_deref(), &parts.env, &config, &mut sources) {
+                let path = parts.config_path.as_deref();
+                if let Some(new) = reload(path, &parts.env, &config, &mut sources) {
                     config = new;
                 }
             }
