@@ -26,8 +26,20 @@ use crate::spool_lock::SpoolLock;
 #[derive(Debug, Parser)]
 #[command(name = "ingest-daemon", version)]
 pub struct Cli {
+    /// Log line format: `text` (timestamps, for a terminal or file), `journald` (syslog
+    /// priority prefixes like `<6>`, no timestamps) or `auto` (journald when stderr is
+    /// systemd's journal, from `JOURNAL_STREAM`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto, global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Journald,
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,7 +171,7 @@ pub fn main(cli: Cli, env: Vec<(String, String)>) -> ExitCode {
         Command::Run(_) => "info",
         Command::CheckConfig(_) | Command::Spool(_) => "warn",
     };
-    init_logging(&env, default_log);
+    init_logging(&env, default_log, cli.log_format);
     let result = match cli.command {
         Command::Run(args) => cmd_run(args, &env),
         Command::CheckConfig(args) => cmd_check_config(args, &env),
@@ -175,17 +187,88 @@ pub fn main(cli: Cli, env: Vec<(String, String)>) -> ExitCode {
     }
 }
 
-fn init_logging(env: &[(String, String)], default: &str) {
+fn init_logging(env: &[(String, String)], default: &str, format: LogFormat) {
     let filter = env
         .iter()
         .find(|(k, _)| k == "RUST_LOG")
         .and_then(|(_, v)| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let journald = match format {
+        LogFormat::Journald => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => env
+            .iter()
+            .find(|(k, _)| k == "JOURNAL_STREAM")
+            .is_some_and(|(_, v)| stderr_is(v)),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .try_init();
+        .with_writer(io::stderr);
+    let _ = if journald {
+        let inner = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_level(false)
+            .with_ansi(false);
+        builder
+            .with_ansi(false)
+            .event_format(journald::Prefixed(inner))
+            .try_init()
+    } else {
+        builder.with_ansi(io::stderr().is_terminal()).try_init()
+    };
+}
+
+/// True when stderr is the stream `JOURNAL_STREAM` (`device:inode`) names: a child of the
+/// daemon whose stderr goes elsewhere inherits the variable, so its presence is not enough.
+fn stderr_is(journal_stream: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = journal_stream.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    std::fs::metadata("/proc/self/fd/2").is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
+/// Log lines for the journal: a syslog priority prefix (`sd-daemon(3)`), no timestamp.
+mod journald {
+    use std::fmt;
+
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// Writes `<N>` for the event's level, then lets `F` format the rest.
+    #[derive(Debug)]
+    pub struct Prefixed<F>(pub F);
+
+    pub fn priority(level: &Level) -> u8 {
+        match *level {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            _ => 7,
+        }
+    }
+
+    impl<S, N, F> FormatEvent<S, N> for Prefixed<F>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+        F: FormatEvent<S, N>,
+    {
+        fn format_event(
+            &self,
+            ctx: &FmtContext<'_, S, N>,
+            mut writer: Writer<'_>,
+            event: &Event<'_>,
+        ) -> fmt::Result {
+            write!(writer, "<{}>", priority(event.metadata().level()))?;
+            self.0.format_event(ctx, writer, event)
+        }
+    }
 }
 
 /// Prints the problems of an invalid configuration; the caller exits 1.

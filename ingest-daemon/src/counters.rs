@@ -4,10 +4,26 @@
 //! Everything is an atomic (or a short-held mutex for the aggregator's own statistics), so a
 //! reader never waits on the pipeline and the pipeline never waits on a reader.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::aggregate::AggregatorStats;
+use codecs::DecodeErrorKind;
+
+use crate::aggregate::{AggregatorStats, DetectorHealth};
+use crate::spool::SpoolStat;
+
+/// The `error_type` label of each [`DecodeErrorKind`] ([`DecodeErrorKind::label`]), in the
+/// order of [`SourceCounters::decode_errors_total`].
+pub const DECODE_ERROR_TYPES: [&str; 7] = [
+    "bad_start",
+    "checksum",
+    "length",
+    "bad_end",
+    "too_long",
+    "field",
+    "unsupported",
+];
 
 /// Per-source counters.
 #[derive(Debug, Default)]
@@ -22,38 +38,79 @@ pub struct SourceCounters {
     pub errors_total: AtomicU64,
     /// Sessions started (the first one included).
     pub sessions_total: AtomicU64,
-    /// Byte-stream sources: frames decoded.
+    /// Frames decoded (device sources; a simulated source has no frames).
     pub frames_total: AtomicU64,
-    /// Byte-stream sources: bytes read.
+    /// Bytes read from the device.
     pub bytes_total: AtomicU64,
-    /// Byte-stream sources: bytes dropped while resynchronising.
+    /// Bytes dropped while resynchronising after garbage or a bad frame.
     pub skipped_bytes_total: AtomicU64,
-    /// Byte-stream sources: resynchronisations (and rejected payloads).
-    pub decode_errors_total: AtomicU64,
-    /// The same by [`codecs::DecodeErrorKind::label`] (a handful of fixed labels).
-    pub decode_errors_by_kind: Mutex<Vec<(&'static str, u64)>>,
+    /// Decode errors by kind, indexed as [`DECODE_ERROR_TYPES`]; see [`Self::decode_error`].
+    pub decode_errors_total: [AtomicU64; DECODE_ERROR_TYPES.len()],
+    /// Wall time of the last event pushed, ms since the Unix epoch (0: none yet).
+    pub last_event_unix_ms: AtomicI64,
+    /// True while the source waits out a backoff after a failed or ended session.
+    pub backing_off: AtomicBool,
+    /// Failed sessions in a row (0 after a session that did not fail).
+    pub consecutive_errors: AtomicU64,
 }
 
 impl SourceCounters {
-    /// Counts one decode error of the given kind label.
-    pub fn note_decode_error(&self, label: &'static str) {
-        self.decode_errors_total.fetch_add(1, Ordering::Relaxed);
-        let mut kinds = self
-            .decode_errors_by_kind
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match kinds.iter_mut().find(|(l, _)| *l == label) {
-            Some((_, n)) => *n += 1,
-            None => kinds.push((label, 1)),
+    /// Counts one decode error under its kind's label.
+    pub fn decode_error(&self, kind: &DecodeErrorKind) {
+        self.note_decode_error(kind.label());
+    }
+
+    /// Counts one decode error under `label`, one of [`DECODE_ERROR_TYPES`] (others are
+    /// not counted: labels stay bounded).
+    pub fn note_decode_error(&self, label: &str) {
+        if let Some(i) = DECODE_ERROR_TYPES.iter().position(|&l| l == label)
+            && let Some(c) = self.decode_errors_total.get(i)
+        {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// A copy of the decode errors by kind label.
-    pub fn decode_errors_by_kind(&self) -> Vec<(&'static str, u64)> {
-        self.decode_errors_by_kind
-            .lock()
-            .map(|k| k.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    /// Decode errors of every kind.
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors_total
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// "Still alive" marks of a task: the watchdog and `/health` look at how long ago the last
+/// one was. A task blocked (on a full channel, on a stuck disk) stops beating.
+#[derive(Debug)]
+pub struct Heartbeat {
+    base: Instant,
+    /// ms after `base` of the last beat; `u64::MAX`: never.
+    last_ms: AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last beat; `None` before the first.
+    pub fn age(&self) -> Option<Duration> {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        (last != u64::MAX).then(|| {
+            self.base
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last))
+        })
     }
 }
 
@@ -72,6 +129,14 @@ pub struct PipelineCounters {
     pub spool_syncs_total: AtomicU64,
     /// The aggregator's own counters, refreshed on every aggregator tick.
     pub aggregator: Mutex<AggregatorStats>,
+    /// Beats on every aggregator loop (at least once per tick).
+    pub aggregator_beat: Heartbeat,
+    /// Beats whenever the spool writer finishes a job or idles without one pending.
+    pub spool_writer_beat: Heartbeat,
+    /// The spool's figures after the spool writer's last job (`None` before the first).
+    pub spool_stat: Mutex<Option<SpoolStat>>,
+    /// Each detector's health as of the last emitted bins.
+    pub detectors: Mutex<Vec<DetectorHealth>>,
 }
 
 impl PipelineCounters {
@@ -94,6 +159,11 @@ impl PipelineCounters {
             .map(|(_, c)| Arc::clone(c))
     }
 
+    /// Decode errors of every kind over all sources.
+    pub fn decode_errors(&self) -> u64 {
+        self.sources.iter().map(|(_, c)| c.decode_errors()).sum()
+    }
+
     /// Sum of a per-source counter over all sources.
     pub fn sum(&self, pick: impl Fn(&SourceCounters) -> &AtomicU64) -> u64 {
         self.sources
@@ -108,6 +178,38 @@ impl PipelineCounters {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// A copy of the spool's last figures.
+    pub fn spool_stat(&self) -> Option<SpoolStat> {
+        self.spool_stat
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// A copy of the detectors' health.
+    pub fn detector_health(&self) -> Vec<DetectorHealth> {
+        self.detectors
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    pub(crate) fn set_detector_health(&self, detectors: Vec<DetectorHealth>) {
+        let mut guard = self
+            .detectors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *guard = detectors;
+    }
+
+    pub(crate) fn set_spool_stat(&self, stat: SpoolStat) {
+        let mut guard = self
+            .spool_stat
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *guard = Some(stat);
     }
 
     pub(crate) fn set_aggregator_stats(&self, stats: &AggregatorStats) {

@@ -12,7 +12,10 @@
 //! - [`pipeline`]: the aggregator task and the spool writer task.
 //! - [`shutdown`]: signals, stop reasons, the drain deadline.
 //! - [`clock`]: the pipeline clock (scaled for demos).
-//! - [`counters`]: what a later `/metrics` reads.
+//! - [`counters`]: what `/metrics` reads.
+//! - [`metrics`], [`http`]: `/metrics` and `/health` on `[http] listen`.
+//! - [`notify`]: systemd readiness, status and watchdog.
+//! - [`reload`]: what a SIGHUP changes.
 //! - [`spool_lock`]: one process per spool directory.
 //! - [`display`]: sample lines and the `spool stat` text.
 //! - [`aggregate`]: per-lane bins aligned to the wall clock that turn vehicle events and
@@ -28,7 +31,11 @@ pub mod clock;
 pub mod counters;
 pub mod detector_sim;
 pub mod display;
+pub mod http;
+pub mod metrics;
+pub mod notify;
 pub mod pipeline;
+pub mod reload;
 pub mod run;
 pub mod shutdown;
 pub mod sim;

@@ -71,6 +71,8 @@ pub struct RawAppend {
     pub payload: Vec<u8>,
     pub durable: oneshot::Sender<u64>,
 }
+/// How often an idle spool writer marks itself alive.
+const WRITER_BEAT: Duration = Duration::from_secs(1);
 
 /// One source as the aggregator sees it.
 #[derive(Debug)]
@@ -95,8 +97,11 @@ impl Input {
     }
 }
 
+/// Registers a source with a running aggregator: interns its detector, opens its series at
+/// the given time and returns its input (sent on the channel of [`AggregatorTask::with_control`]).
+pub type AddInput = Box<dyn FnOnce(&mut Aggregator, DateTime<Utc>) -> Input + Send>;
+
 /// The aggregator task; see the module documentation.
-#[derive(Debug)]
 pub struct AggregatorTask {
     aggregator: Aggregator,
     inputs: Vec<Input>,
@@ -106,6 +111,16 @@ pub struct AggregatorTask {
     tick: Duration,
     counters: Arc<PipelineCounters>,
     closed: Vec<TrafficSample>,
+    control: Option<mpsc::Receiver<AddInput>>,
+}
+
+impl std::fmt::Debug for AggregatorTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregatorTask")
+            .field("inputs", &self.inputs)
+            .field("tick", &self.tick)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AggregatorTask {
@@ -128,7 +143,14 @@ impl AggregatorTask {
             tick,
             counters,
             closed: Vec::new(),
+            control: None,
         }
+    }
+
+    /// Sources started later (a configuration reload) arrive on `control`.
+    pub fn with_control(mut self, control: mpsc::Receiver<AddInput>) -> Self {
+        self.control = Some(control);
+        self
     }
 
     /// Runs until `stop` fires, then drains, flushes every open bin and returns.
@@ -140,12 +162,17 @@ impl AggregatorTask {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
+                Some(add) = recv_opt(&mut self.control) => {
+                    let input = add(&mut self.aggregator, self.clock.now());
+                    self.inputs.push(input);
+                }
                 () = self.wake.notified() => {}
                 _ = tick.tick() => {}
             }
             self.drain();
             self.advance();
             self.send().await?;
+            self.counters.aggregator_beat.beat();
         }
         self.drain();
         self.advance();
@@ -211,6 +238,11 @@ impl AggregatorTask {
     fn advance(&mut self) {
         if let Some(mark) = self.watermark() {
             self.aggregator.advance(mark, &mut self.closed);
+        }
+        // Detector flags change when bins close: publish them then.
+        if !self.closed.is_empty() {
+            let health = self.aggregator.health(self.clock.now());
+            self.counters.set_detector_health(health.detectors);
         }
     }
 
@@ -322,6 +354,9 @@ impl SpoolWriter {
     pub async fn run(mut self) -> anyhow::Result<WriterSummary> {
         let mut unsynced_since: Option<Instant> = None;
         let mut raw_waiting_since: Option<Instant> = None;
+        // The writer idles between bins; beating while idle tells the watchdog it answers.
+        let mut idle = tokio::time::interval(WRITER_BEAT);
+        idle.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let deadline = [
                 unsynced_since.map(|t| t + self.sync_interval),
@@ -334,6 +369,10 @@ impl SpoolWriter {
                 r = self.rx.recv() => Wake::Sample(r),
                 r = recv_opt(&mut self.raw) => Wake::Raw(r),
                 () = sleep_until_opt(deadline) => Wake::SyncDue,
+                _ = idle.tick() => {
+                    self.counters.spool_writer_beat.beat();
+                    continue;
+                }
             };
             match wake {
                 Wake::Sample(Some(first)) => {
@@ -397,12 +436,14 @@ impl SpoolWriter {
         let mut printer = self.printer.take();
         let mut summary = self.summary;
         let mut waiting = std::mem::take(&mut self.waiting);
-        let (spool, printer, summary, waiting, result) = tokio::task::spawn_blocking(move || {
-            let result = run_job(&mut spool, &mut printer, &mut summary, &mut waiting, job);
-            (spool, printer, summary, waiting, result)
-        })
-        .await
-        .context("the spool write task panicked")?;
+        let (spool, printer, summary, waiting, result, stat) =
+            tokio::task::spawn_blocking(move || {
+                let result = run_job(&mut spool, &mut printer, &mut summary, &mut waiting, job);
+                let stat = spool.stat().ok();
+                (spool, printer, summary, waiting, result, stat)
+            })
+            .await
+            .context("the spool write task panicked")?;
         self.spool = Some(spool);
         self.printer = printer;
         self.waiting = waiting;
@@ -423,6 +464,12 @@ impl SpoolWriter {
         for (seq, reply) in self.waiting.drain(..done) {
             // The source may have gone (session ended): nothing to tell then.
             let _ = reply.send(seq);
+        }
+        if let Some(stat) = stat {
+            c.set_spool_stat(stat);
+        }
+        if result.is_ok() {
+            c.spool_writer_beat.beat();
         }
         result
     }
@@ -472,9 +519,8 @@ fn run_job(
     Ok(())
 }
 
-/// The next raw request; pending forever without a raw channel.
-async fn recv_opt(raw: &mut Option<mpsc::Receiver<RawAppend>>) -> Option<RawAppend> {
-    match raw {
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }

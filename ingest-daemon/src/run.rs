@@ -8,6 +8,15 @@
 //! it has), then the aggregator (drains, flushes, closes the sample channel), then the spool
 //! writer (appends, fsyncs). Every task is joined.
 //!
+//! # Operations
+//! Beside the pipeline run the HTTP endpoint ([`crate::http`], on `[http] listen`; a port
+//! that cannot be bound is logged and the daemon runs without it: data first) and the
+//! systemd notifier ([`crate::notify`]): `READY=1` once every task is spawned, `STATUS=`
+//! and `WATCHDOG=1` from then on, `STOPPING=1` when the drain starts. Both stop when the
+//! drain starts. `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` are read from the
+//! environment given to [`run`]. SIGHUP reloads the configuration file: see
+//! [`crate::reload`] for what is applied live.
+//!
 //! # The spool directory
 //! `--spool-dir` wins. Otherwise a configuration file's `spool.dir` is used (default
 //! `/var/lib/ingest-daemon/spool`, which systemd's `StateDirectory=` creates on a box).
@@ -18,30 +27,37 @@
 //! `ingest-daemon run` and `ingest-daemon spool stat` without options meet in one place.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
-use edge_config::{Config, ConfigError, DEFAULT_CONFIG, FileAccess};
+use edge_config::{
+    Config, ConfigError, DEFAULT_CONFIG, FileAccess, HostFiles, MqttSource, Node, SerialSource,
+    SimulatedSource,
+};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::aggregate::{Aggregator, AggregatorConfig};
+use crate::aggregate::{Aggregator, AggregatorConfig, LaneMap};
 use crate::clock::{PipelineClock, wall_now};
-use crate::counters::PipelineCounters;
+use crate::counters::{PipelineCounters, SourceCounters};
+use crate::http::OpsState;
+use crate::metrics::{SourceEntry, SourceList};
+use crate::notify::Notifier;
 use crate::pipeline::{
-    AggregatorTask, Input, RAW_CHANNEL_CAPACITY, SAMPLE_CHANNEL_CAPACITY, SamplePrinter,
-    SpoolWriter, WriterSummary,
+    AddInput, AggregatorTask, Input, RAW_CHANNEL_CAPACITY, RawAppend, SAMPLE_CHANNEL_CAPACITY,
+    SamplePrinter, SpoolWriter, WriterSummary,
 };
 use crate::shutdown::{DRAIN_DEADLINE, Signals, StopReason, finish_drain};
 use crate::sources::mqtt::{self, Mqtt};
 use crate::sources::serial::{self, Serial};
 use crate::sources::simulated::{self, Simulated};
-use crate::sources::{RING_CAPACITY, ring, run_source};
+use crate::sources::{RING_CAPACITY, RingSender, Source, ring, run_source};
 use crate::spool::{Spool, SpoolConfig};
 use crate::spool_lock::SpoolLock;
 
@@ -216,6 +232,7 @@ pub fn run(
     let sync_interval = spool_cfg.sync_interval;
     let spool = Spool::open(&dir, spool_cfg)
         .with_context(|| format!("cannot open the spool in {}", dir.display()))?;
+    let initial_spool_stat = spool.stat().ok();
 
     let scale = if opts.time_scale > 0.0 {
         opts.time_scale
@@ -245,12 +262,17 @@ pub fn run(
         .context("cannot start the tokio runtime")?;
     let parts = Parts {
         config: config.clone(),
+        config_path: (!loaded.builtin).then(|| PathBuf::from(&loaded.name)),
+        env: env.to_vec(),
         spool,
+        initial_spool_stat,
         sync_interval,
         printer,
         run_for: opts.run_for,
         scale,
         sim_start: opts.sim_start,
+        notifier: Arc::new(Notifier::from_env(env)),
+        watchdog: crate::notify::watchdog_interval(env),
     };
     let code = runtime.block_on(supervise(parts));
     // A second signal must not wait for blocking spool work still running.
@@ -261,12 +283,161 @@ pub fn run(
 
 struct Parts {
     config: Config,
+    /// The file to reload on SIGHUP; `None` for the built-in configuration.
+    config_path: Option<PathBuf>,
+    env: Vec<(String, String)>,
     spool: Spool,
+    initial_spool_stat: Option<crate::spool::SpoolStat>,
     sync_interval: Duration,
     printer: Option<SamplePrinter>,
     run_for: Option<Duration>,
     scale: f64,
     sim_start: Option<DateTime<Utc>>,
+    notifier: Arc<Notifier>,
+    watchdog: Option<Duration>,
+}
+
+/// The running sources: one task each, stoppable one by one.
+struct SourceSet {
+    tasks: JoinSet<()>,
+    /// (source id, its own stop token: a child of `stop_all`).
+    running: Vec<(String, CancellationToken)>,
+    stop_all: CancellationToken,
+    list: SourceList,
+    add_input: mpsc::Sender<AddInput>,
+    /// Raw records for the spool writer (MQTT sources); dropped once the sources have ended.
+    raw: Option<mpsc::Sender<RawAppend>>,
+    max_raw_record: u64,
+    wake: Arc<Notify>,
+    clock: PipelineClock,
+    node: Node,
+    interval_s: u32,
+}
+
+impl SourceSet {
+    /// Makes a ring for one detector of a source and registers its input with the aggregator
+    /// through the control channel; `None` when the aggregator takes no more inputs.
+    fn add_detector(
+        &self,
+        source_id: &str,
+        detector_id: &str,
+        lanes: LaneMap,
+        counters: &Arc<SourceCounters>,
+    ) -> Option<RingSender> {
+        let (tx, rx) = ring(RING_CAPACITY, Arc::clone(&self.wake), Arc::clone(counters));
+        let site = self.node.site_id().to_owned();
+        let detector = detector_id.to_owned();
+        let id = source_id.to_owned();
+        let add: AddInput = Box::new(move |agg, now| {
+            let det = agg.add_detector(&site, &detector, &lanes);
+            agg.open_series(det, now);
+            Input::new(id, det, rx)
+        });
+        if self.add_input.try_send(add).is_err() {
+            error!(source = %source_id, "the aggregator does not take new sources; not started");
+            return None;
+        }
+        Some(tx)
+    }
+
+    /// Spawns a source's task under its own stop token and lists it for `/metrics`.
+    fn spawn<S: Source + Send + 'static>(
+        &mut self,
+        id: &str,
+        kind: &'static str,
+        source: S,
+        counters: Arc<SourceCounters>,
+    ) {
+        let stop = self.stop_all.child_token();
+        self.tasks
+            .spawn(run_source(source, Arc::clone(&counters), stop.clone()));
+        self.running.push((id.to_owned(), stop));
+        self.list_mut().push(SourceEntry {
+            id: id.to_owned(),
+            kind,
+            counters,
+        });
+    }
+
+    fn start_simulated(&mut self, src: &SimulatedSource, counters: Arc<SourceCounters>) {
+        let lanes = simulated::lane_map(src);
+        let Some(tx) = self.add_detector(&src.id, src.detector_id(), lanes, &counters) else {
+            return;
+        };
+        let source = Simulated::new(src, self.clock, tx);
+        self.spawn(&src.id, "simulated", source, counters);
+    }
+
+    fn start_serial(&mut self, src: &SerialSource, counters: Arc<SourceCounters>) {
+        // check_supported has vetted the lane map.
+        let Ok(lanes) = serial::lane_map(src) else {
+            return;
+        };
+        let Some(tx) = self.add_detector(&src.id, src.detector_id(), lanes, &counters) else {
+            return;
+        };
+        let source = Serial::new(src, self.interval_s, self.clock, tx, Arc::clone(&counters));
+        self.spawn(&src.id, "serial", source, counters);
+    }
+
+    fn start_mqtt(
+        &mut self,
+        src: &MqttSource,
+        counters: Arc<SourceCounters>,
+    ) -> anyhow::Result<()> {
+        let plan = mqtt::plan(src)?;
+        let raw = self
+            .raw
+            .clone()
+            .context("the spool writer takes no more raw records")?;
+        let mut rings = Vec::new();
+        for (detector_id, lanes) in &plan.detectors {
+            match self.add_detector(&src.id, detector_id, lanes.clone(), &counters) {
+                Some(tx) => rings.push(tx),
+                None => return Ok(()),
+            }
+        }
+        let source = Mqtt::new(
+            src,
+            &self.node,
+            plan,
+            rings,
+            raw,
+            self.clock,
+            Arc::clone(&counters),
+            self.max_raw_record,
+        );
+        self.spawn(&src.id, "mqtt", source, counters);
+        Ok(())
+    }
+
+    /// Starts the source with this id from `config`, whatever its kind.
+    fn start(&mut self, config: &Config, id: &str, counters: Arc<SourceCounters>) {
+        if let Some(src) = config.simulated.iter().find(|s| s.id == id) {
+            self.start_simulated(src, counters);
+        } else if let Some(src) = config.serial.iter().find(|s| s.id == id) {
+            self.start_serial(src, counters);
+        } else if let Some(src) = config.mqtt.iter().find(|s| s.id == id)
+            && let Err(e) = self.start_mqtt(src, counters)
+        {
+            error!(source = %id, error = format!("{e:#}"), "cannot run an MQTT source");
+        }
+    }
+
+    /// Stops one source (its task ends at its next await; its ring then closes).
+    fn stop(&mut self, id: &str) {
+        self.running.retain(|(i, token)| {
+            if i == id {
+                token.cancel();
+            }
+            i != id
+        });
+        self.list_mut().retain(|e| e.id != id);
+    }
+
+    fn list_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<SourceEntry>> {
+        self.list.write().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 enum CoreExit {
@@ -285,7 +456,7 @@ async fn supervise(parts: Parts) -> u8 {
     let config = &parts.config;
     let counters = Arc::new(PipelineCounters::new(config.source_ids()));
     let clock = PipelineClock::new(parts.sim_start.unwrap_or_else(wall_now), parts.scale);
-    let mut aggregator = match Aggregator::new(aggregator_config(config)) {
+    let aggregator = match Aggregator::new(aggregator_config(config)) {
         Ok(a) => a,
         Err(e) => {
             error!(error = %e, "invalid aggregation settings");
@@ -293,88 +464,49 @@ async fn supervise(parts: Parts) -> u8 {
         }
     };
 
-    let stop_sources = CancellationToken::new();
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot install the SIGHUP handler");
+            return 1;
+        }
+    };
+    if let Some(stat) = parts.initial_spool_stat.clone() {
+        counters.set_spool_stat(stat);
+    }
+    let mut config = parts.config.clone();
+
     let stop_aggregator = CancellationToken::new();
-    let wake = Arc::new(Notify::new());
-    let mut sources = JoinSet::new();
-    let mut inputs = Vec::new();
+    let (add_tx, add_rx) = mpsc::channel(ADD_INPUT_CAPACITY);
+    let (raw_tx, raw_rx) = mpsc::channel(RAW_CHANNEL_CAPACITY);
+    let mut sources = SourceSet {
+        tasks: JoinSet::new(),
+        running: Vec::new(),
+        stop_all: CancellationToken::new(),
+        list: Arc::new(RwLock::new(Vec::new())),
+        add_input: add_tx,
+        raw: Some(raw_tx),
+        max_raw_record: parts.spool.config().max_payload_bytes(),
+        wake: Arc::new(Notify::new()),
+        clock,
+        node: config.node.clone(),
+        interval_s: config.aggregation.interval_s,
+    };
     for src in &config.simulated {
-        let det = aggregator.add_detector(
-            config.node.site_id(),
-            src.detector_id(),
-            &simulated::lane_map(src),
-        );
-        aggregator.open_series(det, clock.now());
         let source_counters = counters.source(&src.id).unwrap_or_default();
-        let (tx, rx) = ring(
-            RING_CAPACITY,
-            Arc::clone(&wake),
-            Arc::clone(&source_counters),
-        );
-        inputs.push(Input::new(src.id.clone(), det, rx));
-        let source = Simulated::new(src, clock, tx);
-        sources.spawn(run_source(source, source_counters, stop_sources.clone()));
+        sources.start_simulated(src, source_counters);
     }
     for src in &config.serial {
-        // check_supported has vetted the lane map.
-        let Ok(lanes) = serial::lane_map(src) else {
-            continue;
-        };
-        let det = aggregator.add_detector(config.node.site_id(), src.detector_id(), &lanes);
-        aggregator.open_series(det, clock.now());
         let source_counters = counters.source(&src.id).unwrap_or_default();
-        let (tx, rx) = ring(
-            RING_CAPACITY,
-            Arc::clone(&wake),
-            Arc::clone(&source_counters),
-        );
-        inputs.push(Input::new(src.id.clone(), det, rx));
-        let source = Serial::new(
-            src,
-            config.aggregation.interval_s,
-            clock,
-            tx,
-            Arc::clone(&source_counters),
-        );
-        sources.spawn(run_source(source, source_counters, stop_sources.clone()));
+        sources.start_serial(src, source_counters);
     }
-    let (raw_tx, raw_rx) = mpsc::channel(RAW_CHANNEL_CAPACITY);
-    let max_record = parts.spool.config().max_payload_bytes();
     for src in &config.mqtt {
-        let plan = match mqtt::plan(src) {
-            Ok(p) => p,
-            Err(e) => {
-                error!(source = %src.id, error = format!("{e:#}"), "cannot run an MQTT source");
-                return 1;
-            }
-        };
         let source_counters = counters.source(&src.id).unwrap_or_default();
-        let mut rings = Vec::new();
-        for (detector_id, lanes) in &plan.detectors {
-            let det = aggregator.add_detector(config.node.site_id(), detector_id, lanes);
-            aggregator.open_series(det, clock.now());
-            let (tx, rx) = ring(
-                RING_CAPACITY,
-                Arc::clone(&wake),
-                Arc::clone(&source_counters),
-            );
-            inputs.push(Input::new(src.id.clone(), det, rx));
-            rings.push(tx);
+        if let Err(e) = sources.start_mqtt(src, source_counters) {
+            error!(source = %src.id, error = format!("{e:#}"), "cannot run an MQTT source");
+            return 1;
         }
-        let source = Mqtt::new(
-            src,
-            &config.node,
-            plan,
-            rings,
-            raw_tx.clone(),
-            clock,
-            Arc::clone(&source_counters),
-            max_record,
-        );
-        sources.spawn(run_source(source, source_counters, stop_sources.clone()));
     }
-    // Only the sources hold raw senders: the writer sees the channel close when they end.
-    drop(raw_tx);
 
     let (sample_tx, sample_rx) = mpsc::channel(SAMPLE_CHANNEL_CAPACITY);
     let tick = clock
@@ -382,13 +514,14 @@ async fn supervise(parts: Parts) -> u8 {
         .max(Duration::from_millis(10));
     let aggregator_task = AggregatorTask::new(
         aggregator,
-        inputs,
-        wake,
+        Vec::new(),
+        Arc::clone(&sources.wake),
         sample_tx,
         clock,
         tick,
         Arc::clone(&counters),
-    );
+    )
+    .with_control(add_rx);
     let writer = SpoolWriter::new(
         parts.spool,
         sample_rx,
@@ -406,7 +539,41 @@ async fn supervise(parts: Parts) -> u8 {
         );
     }
     core.spawn(async move { CoreExit::Writer(writer.run().await) }.instrument(info_span!("spool")));
-    info!("running");
+
+    let stop_ops = CancellationToken::new();
+    let mut ops = JoinSet::new();
+    let ops_state = OpsState {
+        counters: Arc::clone(&counters),
+        sources: Arc::clone(&sources.list),
+    };
+    match tokio::net::TcpListener::bind(config.http.listen).await {
+        Ok(listener) => {
+            info!(listen = %config.http.listen, "serving /metrics and /health");
+            ops.spawn(
+                crate::http::serve(listener, ops_state, stop_ops.clone())
+                    .instrument(info_span!("http")),
+            );
+        }
+        Err(e) => error!(
+            listen = %config.http.listen,
+            error = %e,
+            "cannot listen for /metrics and /health; running without them"
+        ),
+    }
+    let notifier = Arc::clone(&parts.notifier);
+    ops.spawn(crate::notify::keep_alive(
+        Arc::clone(&notifier),
+        parts.watchdog,
+        Arc::clone(&counters),
+        Arc::clone(&sources.list),
+        stop_ops.clone(),
+    ));
+    notifier.send(&[sd_notify::NotifyState::Ready]);
+    info!(
+        systemd_notify = notifier.is_enabled(),
+        watchdog_ms = parts.watchdog.map(|w| w.as_millis()),
+        "running"
+    );
 
     // Until something asks us to stop.
     let mut failed = false;
@@ -414,7 +581,13 @@ async fn supervise(parts: Parts) -> u8 {
         tokio::select! {
             s = signals.recv() => break StopReason::Signal(s),
             () = sleep_opt(parts.run_for) => break StopReason::TimeUp,
-            Some(done) = sources.join_next() => {
+            _ = hangup.recv() => {
+                let path = parts.config_path.as_deref();
+                if let Some(new) = reload(path, &parts.env, &config, &mut sources) {
+                    config = new;
+                }
+            }
+            Some(done) = sources.tasks.join_next() => {
                 // Sources loop until told to stop; one that ends has panicked. Others go on.
                 if let Err(e) = done {
                     error!(error = %e, "a source task died; the other sources go on");
@@ -432,14 +605,19 @@ async fn supervise(parts: Parts) -> u8 {
         info!(%reason, deadline_s = DRAIN_DEADLINE.as_secs(), "stopping: draining");
     }
 
-    stop_sources.cancel();
+    notifier.send(&[sd_notify::NotifyState::Stopping]);
+    stop_ops.cancel();
+    sources.stop_all.cancel();
     let drain = async {
         let mut ok = true;
-        while let Some(done) = sources.join_next().await {
+        while ops.join_next().await.is_some() {}
+        while let Some(done) = sources.tasks.join_next().await {
             if let Err(e) = done {
                 error!(error = %e, "a source task died");
             }
         }
+        // No source is left to send raw records.
+        sources.raw = None;
         stop_aggregator.cancel();
         while let Some(done) = core.join_next().await {
             match done {
@@ -458,6 +636,57 @@ async fn supervise(parts: Parts) -> u8 {
     code
 }
 
+/// Control messages queued for the aggregator: more than any reload adds at once.
+const ADD_INPUT_CAPACITY: usize = 256;
+
+/// SIGHUP: loads the configuration file again and applies what [`crate::reload::plan`]
+/// says. Returns the new configuration, or `None` when it is kept (invalid, unsupported).
+fn reload(
+    path: Option<&Path>,
+    env: &[(String, String)],
+    current: &Config,
+    sources: &mut SourceSet,
+) -> Option<Config> {
+    let new = match load_config(path, env, &HostFiles) {
+        Ok(loaded) => loaded.config,
+        Err(e) => {
+            for p in &e.problems {
+                error!(problem = %p, "SIGHUP: invalid configuration");
+            }
+            error!("SIGHUP: the configuration is not valid; keeping the running one");
+            return None;
+        }
+    };
+    if let Err(e) = check_supported(&new) {
+        error!(
+            error = format!("{e:#}"),
+            "SIGHUP: keeping the running configuration"
+        );
+        return None;
+    }
+    let plan = crate::reload::plan(current, &new);
+    info!(
+        keep = ?plan.keep,
+        restart = ?plan.restart,
+        start = ?plan.start,
+        stop = ?plan.stop,
+        "SIGHUP: configuration reloaded"
+    );
+    if !plan.needs_restart.is_empty() {
+        warn!(
+            sections = ?plan.needs_restart,
+            "SIGHUP: these sections changed and take effect at the next restart only"
+        );
+    }
+    for id in plan.stop.iter().chain(&plan.restart) {
+        sources.stop(id);
+    }
+    for id in plan.start.iter().chain(&plan.restart) {
+        sources.start(&new, id, Arc::default());
+    }
+    Some(new)
+}
+
 fn describe_core_exit(done: Result<CoreExit, tokio::task::JoinError>) -> String {
     match done {
         Ok(CoreExit::Aggregator(Ok(()))) => "the aggregator stopped unexpectedly".to_owned(),
@@ -474,7 +703,7 @@ fn log_totals(c: &PipelineCounters) {
         events = c.sum(|s| &s.events_total),
         ring_dropped_events = c.sum(|s| &s.ring_dropped_events_total),
         source_errors = c.sum(|s| &s.errors_total),
-        decode_errors = c.sum(|s| &s.decode_errors_total),
+        decode_errors = c.decode_errors(),
         skipped_bytes = c.sum(|s| &s.skipped_bytes_total),
         late_events = agg.late_dropped,
         samples_spooled = c.samples_spooled_total.load(Ordering::Relaxed),

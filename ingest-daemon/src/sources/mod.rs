@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::clock::wall_now;
 use crate::counters::SourceCounters;
 
 /// Items a ring holds per source: at 3 000 veh/h on 8 lanes that is over 10 minutes of
@@ -136,6 +137,9 @@ impl RingSender {
             Ok(()) => {
                 if is_event {
                     self.counters.events_total.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .last_event_unix_ms
+                        .store(wall_now().timestamp_millis(), Ordering::Relaxed);
                 }
                 self.wake.notify_one();
                 true
@@ -263,9 +267,13 @@ pub async fn run_source<S: Source>(
             }
             let delay = backoff.next_delay();
             match result {
-                Ok(()) => info!(retry_in_ms = delay.as_millis(), "source session ended"),
+                Ok(()) => {
+                    counters.consecutive_errors.store(0, Ordering::Relaxed);
+                    info!(retry_in_ms = delay.as_millis(), "source session ended");
+                }
                 Err(error) => {
                     counters.errors_total.fetch_add(1, Ordering::Relaxed);
+                    counters.consecutive_errors.fetch_add(1, Ordering::Relaxed);
                     warn!(
                         error = format!("{error:#}"),
                         retry_in_ms = delay.as_millis(),
@@ -273,10 +281,12 @@ pub async fn run_source<S: Source>(
                     );
                 }
             }
+            counters.backing_off.store(true, Ordering::Relaxed);
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(delay) => {}
             }
+            counters.backing_off.store(false, Ordering::Relaxed);
         }
         info!("source stopped");
     }
