@@ -5,10 +5,12 @@
 // Helpers outside #[test] fns panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,6 +20,8 @@ use edge_config::{Config, DEFAULT_CONFIG};
 use ingest_daemon::sim::GroundTruth;
 use ingest_daemon::sources::simulated::sim_config;
 use serde_json::Value;
+
+use common::{run_ok, wait_exit};
 
 /// (bin start, volume) of one lane, in spool order.
 type LaneBins = Vec<(DateTime<Utc>, Option<u64>)>;
@@ -31,18 +35,6 @@ fn daemon(cwd: &Path) -> Command {
         .env_remove("INGEST__SPOOL__DIR")
         .stdin(Stdio::null());
     cmd
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -77,20 +69,6 @@ fn spool_export_json(cwd: &Path, spool: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("the daemon did not exit within {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn signal(child: &Child, name: &str) {
@@ -160,7 +138,7 @@ impl Running {
 
     /// Waits for the exit and returns the status and every remaining line.
     fn finish(mut self) -> (ExitStatus, Vec<String>) {
-        let status = wait_timeout(&mut self.child, Duration::from_secs(30));
+        let status = wait_exit(&mut self.child, Duration::from_secs(30));
         self.reader.join().unwrap();
         (status, self.lines.try_iter().collect())
     }

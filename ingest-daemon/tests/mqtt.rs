@@ -11,10 +11,12 @@
 // Helpers outside #[test] fns panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use ingest_daemon::clock::wall_now;
 use ingest_daemon::sources::mqtt::RawMessage;
 use ingest_daemon::spool::{RecordClass, Spool, SpoolConfig};
+
+use common::wait_exit;
 use test_support::Mosquitto;
 
 const TOPIC: &str = "sensors/radar-1/vehicles";
@@ -183,20 +187,6 @@ fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<(), ()> {
         thread::sleep(Duration::from_millis(50));
     }
     Err(())
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("the daemon did not exit within {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// One event; `tag` (as `headway_ms`) makes each message distinct.

@@ -15,30 +15,22 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::fs::File;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ingest_daemon::detector_sim::Truth;
 use serde_json::Value;
+
+use common::run_ok;
 use test_support::PtyPair;
 
 const START: &str = "2024-03-04T08:00:00Z";
 const DURATION_S: &str = "300";
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 struct Case<'a> {
     protocol: &'a str,
