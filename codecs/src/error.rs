@@ -59,6 +59,18 @@ pub enum DecodeErrorKind {
 }
 
 impl DecodeErrorKind {
+    /// Every [`label`](Self::label), in declaration order: the whole, bounded set of values
+    /// a metrics label can take.
+    pub const LABELS: [&'static str; 7] = [
+        "bad_start",
+        "checksum",
+        "length",
+        "bad_end",
+        "too_long",
+        "field",
+        "unsupported",
+    ];
+
     /// A short, fixed name per kind: safe as a metrics label (never carries input text).
     pub fn label(&self) -> &'static str {
         match self {
@@ -87,5 +99,31 @@ impl EncodeError {
             field,
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_list_every_kind_once() {
+        let kinds = [
+            DecodeErrorKind::BadStart,
+            DecodeErrorKind::Checksum {
+                carried: 0,
+                computed: 1,
+            },
+            DecodeErrorKind::Length(0),
+            DecodeErrorKind::BadEnd,
+            DecodeErrorKind::TooLong(0),
+            DecodeErrorKind::Field {
+                field: "f",
+                reason: "r".into(),
+            },
+            DecodeErrorKind::Unsupported("u".into()),
+        ];
+        let labels: Vec<_> = kinds.iter().map(DecodeErrorKind::label).collect();
+        assert_eq!(labels, DecodeErrorKind::LABELS);
     }
 }

@@ -15,15 +15,7 @@ use crate::spool::SpoolStat;
 
 /// The `error_type` label of each [`DecodeErrorKind`] ([`DecodeErrorKind::label`]), in the
 /// order of [`SourceCounters::decode_errors_total`].
-pub const DECODE_ERROR_TYPES: [&str; 7] = [
-    "bad_start",
-    "checksum",
-    "length",
-    "bad_end",
-    "too_long",
-    "field",
-    "unsupported",
-];
+pub const DECODE_ERROR_TYPES: [&str; 7] = DecodeErrorKind::LABELS;
 
 /// Per-source counters.
 #[derive(Debug, Default)]
