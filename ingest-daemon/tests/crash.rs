@@ -11,8 +11,8 @@
 //!   Then pre-filled with samples only: sample segments are evicted (counted as unacked
 //!   loss), the bound still holds and the daemon still exits 0.
 //!
-//! Every daemon gets `INGEST__HTTP__LISTEN` with port 0, or a port just found free when the
-//! test reads `/metrics`.
+//! Every daemon gets `INGEST__HTTP__LISTEN` with a port just found free (the configuration
+//! refuses port 0); a daemon that then cannot bind it runs on without `/metrics`.
 
 // Helpers outside #[test] fns panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
@@ -41,7 +41,7 @@ fn daemon(cwd: &Path) -> Command {
     cmd.current_dir(cwd)
         .env_remove("RUST_LOG")
         .env_remove("INGEST__SPOOL__DIR")
-        .env("INGEST__HTTP__LISTEN", "127.0.0.1:0")
+        .env("INGEST__HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
         .stdin(Stdio::null());
     cmd
 }
@@ -363,6 +363,12 @@ fn kill_9_during_ingest_loses_nothing_that_was_on_disk() {
             "round {round}"
         );
         assert_eq!(stat["recovery"]["quarantined"], Value::Array(Vec::new()));
+        eprintln!(
+            "round {round}: {} printed, {} on disk, {} new",
+            printed.len(),
+            rows.len(),
+            rows.len() - before.len()
+        );
         before = rows;
 
         if round == TORN_AFTER {
