@@ -32,9 +32,9 @@ use ingest_daemon::spool::{RecordClass, Spool};
 use serde_json::Value;
 
 const SIM_START: &str = "2024-03-04T08:00:00Z";
-/// Simulated seconds per wall second in the kill test: a 30 s bin closes every 50 ms, and
-/// a round (at most ~3 s of wall time with start-up) covers well under an hour.
-const KILL_TIME_SCALE: &str = "600";
+/// Simulated seconds per wall second in the kill test (the maximum): a 30 s bin closes
+/// every 8 ms; a round (at most ~3 s of wall time with start-up) covers a few hours.
+const KILL_TIME_SCALE: &str = "3600";
 
 fn daemon(cwd: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingest-daemon"));
@@ -260,7 +260,7 @@ fn check_export(
         rows.windows(2).all(|w| w[0].seq < w[1].seq),
         "round {round}: seqs not strictly increasing"
     );
-    // No bin spooled twice (each round simulates its own hour, so this holds across rounds).
+    // No bin spooled twice (each round simulates its own day, so this holds across rounds).
     let mut bins = BTreeSet::new();
     for r in rows {
         assert!(
@@ -292,8 +292,8 @@ fn check_export(
     }
     for r in new {
         assert!(
-            r.bucket >= round_start && r.bucket < round_start + TimeDelta::hours(1),
-            "round {round}: bin outside the round's hour: {r:?}"
+            r.bucket >= round_start && r.bucket < round_start + TimeDelta::days(1),
+            "round {round}: bin outside the round's day: {r:?}"
         );
     }
 }
@@ -313,8 +313,8 @@ fn kill_9_during_ingest_loses_nothing_that_was_on_disk() {
 
     for round in 0..ROUNDS {
         // The simulated clock restarts at --sim-start on every start: each round simulates
-        // its own hour (base + round h), so bins never repeat across restarts.
-        let round_start = base + TimeDelta::hours(round as i64);
+        // its own day (base + round days), so bins never repeat across restarts.
+        let round_start = base + TimeDelta::days(round as i64);
         let mut cmd = daemon(tmp.path());
         cmd.args(["run", "--print-samples", "--time-scale", KILL_TIME_SCALE])
             .arg("--sim-start")
@@ -386,7 +386,10 @@ fn kill_9_during_ingest_loses_nothing_that_was_on_disk() {
             before.pop();
         }
     }
-    assert!(printed_total >= 5 * ROUNDS, "{printed_total} samples printed");
+    assert!(
+        printed_total >= 5 * ROUNDS,
+        "{printed_total} samples printed"
+    );
     let stat = spool_stat(tmp.path(), &spool, None);
     assert_eq!(stat["samples"]["records"], before.len());
 }
@@ -465,7 +468,14 @@ fn run_full(tmp: &Path, config: &Path, spool: &Path, secs: &str) -> (Vec<Row>, S
     let port = free_port();
     let mut cmd = daemon(tmp);
     cmd.env("INGEST__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .args(["run", "--print-samples", "--time-scale", "3600", "--for", secs])
+        .args([
+            "run",
+            "--print-samples",
+            "--time-scale",
+            "3600",
+            "--for",
+            secs,
+        ])
         .args(["--sim-start", SIM_START, "--config"])
         .arg(config)
         .arg("--spool-dir")
@@ -528,7 +538,11 @@ fn a_full_spool_evicts_raw_data_before_samples_and_keeps_running() {
         Some(0)
     );
     assert_eq!(
-        metric(&metrics, "ingest_spool_evicted_unacked_records_total", "sample"),
+        metric(
+            &metrics,
+            "ingest_spool_evicted_unacked_records_total",
+            "sample"
+        ),
         Some(0)
     );
 
@@ -537,7 +551,11 @@ fn a_full_spool_evicts_raw_data_before_samples_and_keeps_running() {
     let max = 8 * 1024 * 1024;
     assert_eq!(stat["max_total_bytes"], max);
     assert!(stat["total_bytes"].as_u64().unwrap() <= max, "{stat}");
-    assert!(bytes_on_disk(&spool) <= max, "{} bytes", bytes_on_disk(&spool));
+    assert!(
+        bytes_on_disk(&spool) <= max,
+        "{} bytes",
+        bytes_on_disk(&spool)
+    );
     // Raw data made room: fewer raw records, the newest still there.
     let raw_after = stat["raw"]["records"].as_u64().unwrap();
     assert!(raw_after < raw_before, "{raw_after} >= {raw_before}");
@@ -584,7 +602,11 @@ fn a_spool_full_of_samples_evicts_the_oldest_samples_and_keeps_running() {
     let evicted = metric(&metrics, "ingest_spool_evicted_records_total", "sample").unwrap();
     assert!(evicted > 0);
     assert_eq!(
-        metric(&metrics, "ingest_spool_evicted_unacked_records_total", "sample"),
+        metric(
+            &metrics,
+            "ingest_spool_evicted_unacked_records_total",
+            "sample"
+        ),
         Some(evicted)
     );
 
