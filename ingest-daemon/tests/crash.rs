@@ -493,6 +493,14 @@ fn run_full(tmp: &Path, config: &Path, spool: &Path, secs: &str) -> (Vec<Row>, S
     let printed: Vec<Row> = lines.iter().map(|l| printed_row(l)).collect();
     assert!(printed.len() > 100, "{} samples printed", printed.len());
     let metrics = last_metrics.expect("/metrics answered while the daemon ran");
+    for class in ["raw", "sample"] {
+        eprintln!(
+            "{class}: {:?} segments / {:?} records evicted, {} samples printed",
+            metric(&metrics, "ingest_spool_evicted_segments_total", class),
+            metric(&metrics, "ingest_spool_evicted_records_total", class),
+            printed.len()
+        );
+    }
     (printed, log, metrics)
 }
 
