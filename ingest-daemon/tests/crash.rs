@@ -17,11 +17,12 @@
 // Helpers outside #[test] fns panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -30,6 +31,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ingest_daemon::run::spool_config;
 use ingest_daemon::spool::{RecordClass, Spool};
 use serde_json::Value;
+use test_support::free_port;
+
+use common::{http_get, metric_value, run_ok, wait_exit};
 
 const SIM_START: &str = "2024-03-04T08:00:00Z";
 /// Simulated seconds per wall second in the kill test (the maximum): a 30 s bin closes
@@ -48,18 +52,6 @@ fn daemon(cwd: &Path) -> Command {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    out
 }
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -122,22 +114,6 @@ fn printed_row(line: &str) -> Row {
     }
 }
 
-/// Waits for the exit (killing the child after `limit`).
-fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the daemon did not exit within {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A running daemon whose stdout lines are collected by a thread and whose stderr goes to
 /// a file. Killed on drop, so a failing test leaves no process behind.
 struct Daemon {
@@ -190,7 +166,7 @@ impl Daemon {
     /// Waits for the exit; returns the status, every stdout line and the log.
     fn finish(mut self, limit: Duration) -> (std::process::ExitStatus, Vec<String>, String) {
         let mut child = self.child.take().unwrap();
-        let status = wait_timeout(&mut child, limit);
+        let status = wait_exit(&mut child, limit);
         self.reader.take().unwrap().join().unwrap();
         let log = std::fs::read_to_string(&self.stderr).unwrap();
         (status, self.lines.try_iter().collect(), log)
@@ -432,34 +408,9 @@ fn bytes_on_disk(spool: &Path) -> u64 {
         .sum()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET /metrics`, or None while the endpoint is not up (yet, or any more).
-fn get_metrics(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    body.starts_with("HTTP/1.1 200").then_some(body)
-}
-
 /// The value of `name{class="<class>"}` in a Prometheus text body.
 fn metric(body: &str, name: &str, class: &str) -> Option<u64> {
-    let prefix = format!("{name}{{class=\"{class}\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.trim().parse().unwrap())
+    metric_value(body, &format!("{name}{{class=\"{class}\"}}")).map(|v| v as u64)
 }
 
 /// Runs the daemon on the full spool for `secs` at 3600x, reading `/metrics` meanwhile.
@@ -483,7 +434,7 @@ fn run_full(tmp: &Path, config: &Path, spool: &Path, secs: &str) -> (Vec<Row>, S
     let mut d = Daemon::spawn(cmd, tmp.join("stderr-full.log"));
     let mut last_metrics = None;
     while d.child.as_mut().unwrap().try_wait().unwrap().is_none() {
-        if let Some(body) = get_metrics(port) {
+        if let Some(body) = metrics_body(port) {
             last_metrics = Some(body);
         }
         thread::sleep(Duration::from_millis(100));
@@ -628,4 +579,9 @@ fn a_spool_full_of_samples_evicts_the_oldest_samples_and_keeps_running() {
     assert!(rows[0].seq > first_run.last().unwrap().seq);
     assert_eq!(rows[rows.len() - printed.len()..], printed[..]);
     assert!(printed[0].seq > last_prefill);
+}
+
+/// `GET /metrics`, or None while the endpoint is not up (yet, or any more).
+fn metrics_body(port: u16) -> Option<String> {
+    http_get(port, "/metrics").and_then(|(code, body)| (code == 200).then_some(body))
 }

@@ -1,6 +1,8 @@
 //! Process helpers shared by the tests that run the daemon's binaries.
 #![allow(dead_code)] // each test file uses a different part
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Output};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -27,8 +29,39 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
         }
         if start.elapsed() > limit {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("the daemon did not exit within {limit:?}");
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A minimal HTTP/1.1 GET on 127.0.0.1: (status, body), or `None` when nothing listens yet.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    Some((code, body.to_owned()))
+}
+
+/// The value of one series in a Prometheus text body, e.g.
+/// `ingest_source_events_total{source="a",kind="simulated"}`.
+pub fn metric_value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
 }
