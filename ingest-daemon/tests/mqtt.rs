@@ -20,7 +20,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use central_sync::TrafficSample;
 use chrono::{DateTime, SecondsFormat, Utc};
+use codecs::mqtt::{FiwareForm, TrafficFlowObserved, encode_fiware};
 use ingest_daemon::clock::wall_now;
 use ingest_daemon::sources::mqtt::RawMessage;
 use ingest_daemon::spool::{RecordClass, Spool, SpoolConfig};
@@ -36,6 +38,23 @@ struct Edge {
 
 impl Edge {
     fn new(broker: &Mosquitto) -> Self {
+        Self::with_config(
+            broker,
+            "",
+            r#"
+[[mqtt.topics]]
+filter = "sensors/+/vehicles"
+format = "vehicle_json"
+qos = 1
+detector_id = "radar-1"
+lanes = { 1 = 1, 2 = 2 }
+"#,
+        )
+    }
+
+    /// An edge with one broker source: `aggregation` goes into `[aggregation]`, `topics`
+    /// are the `[[mqtt.topics]]` tables.
+    fn with_config(broker: &Mosquitto, aggregation: &str, topics: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
             r#"
@@ -45,18 +64,14 @@ edge_id = "test-edge"
 [spool]
 fsync_interval_ms = 200
 
+[aggregation]
+{aggregation}
+
 [[mqtt]]
 id = "broker"
 url = "{url}"
 client_id = "test-edge-broker"
-
-[[mqtt.topics]]
-filter = "sensors/+/vehicles"
-format = "vehicle_json"
-qos = 1
-detector_id = "radar-1"
-lanes = {{ 1 = 1, 2 = 2 }}
-"#,
+{topics}"#,
             url = broker.url()
         );
         std::fs::write(dir.path().join("edge.toml"), config).unwrap();
@@ -156,11 +171,18 @@ lanes = {{ 1 = 1, 2 = 2 }}
             .collect()
     }
 
+    /// Every spooled sample, in order.
+    fn samples(&self) -> Vec<TrafficSample> {
+        self.open_spool()
+            .iter(RecordClass::Sample, 0)
+            .map(|r| r.unwrap().sample().unwrap().unwrap())
+            .collect()
+    }
+
     /// (bin start, road lane) → volume of every spooled sample with a volume.
     fn volumes(&self) -> BTreeMap<(DateTime<Utc>, u16), u64> {
         let mut out = BTreeMap::new();
-        for r in self.open_spool().iter(RecordClass::Sample, 0) {
-            let s = r.unwrap().sample().unwrap().unwrap();
+        for s in self.samples() {
             assert_eq!(s.detector_id, "radar-1");
             if let Some(v) = s.volume {
                 *out.entry((s.bucket_start, s.lane)).or_default() += u64::from(v);
@@ -305,4 +327,68 @@ fn kill_9_loses_no_acknowledged_or_unacknowledged_message() {
     // The second run's samples count at least every message it received first-hand.
     let counted: u64 = b.lane_totals().values().sum();
     assert!(counted <= u64::from(total) + (raw.len() - distinct.len()) as u64);
+}
+
+/// FIWARE `TrafficFlowObserved` entities (keyValues and normalized, alone and in an array)
+/// become the samples of their lanes and bins, with the figures they carry.
+#[test]
+fn fiware_entities_become_the_samples_of_their_bins() {
+    let broker = Mosquitto::new();
+    // Reports of the current bin and the next two: the series starts with the daemon, so
+    // earlier bins would be late; the skew allowance covers device times up to 90 s ahead.
+    let b = Edge::with_config(
+        &broker,
+        "allowed_lateness_s = 300\nmax_clock_skew_s = 600",
+        r#"
+[[mqtt.topics]]
+filter = "sensors/+/flow"
+format = "fiware"
+qos = 1
+detector_id = "loops-1"
+lanes = { 11 = 1, 12 = 2 }
+"#,
+    );
+    let child = b.start();
+    let now = wall_now().timestamp();
+    let current = now - now.rem_euclid(30);
+    let mut expected = BTreeMap::new();
+    for k in 1..=3i64 {
+        let from = DateTime::from_timestamp(current + 30 * (k - 1), 0).unwrap();
+        let entity = |lane: u16, volume: u32, occupancy: f32, speed: f32| {
+            let mut e = TrafficFlowObserved::on_lane(lane);
+            e.date_observed_from = Some(from);
+            e.date_observed_to = Some(from + chrono::TimeDelta::seconds(30));
+            e.intensity = Some(volume);
+            e.occupancy = Some(occupancy);
+            e.average_vehicle_speed = Some(speed);
+            e
+        };
+        let volume = 3 + k as u32;
+        let kv = encode_fiware(&entity(11, volume, 0.125, 80.0), FiwareForm::KeyValues).unwrap();
+        let norm =
+            encode_fiware(&entity(12, volume * 2, 0.25, 95.5), FiwareForm::Normalized).unwrap();
+        expected.insert((from, 1u16), (volume, 0.125f32, 80.0f32));
+        expected.insert((from, 2u16), (volume * 2, 0.25, 95.5));
+        let topic = "sensors/loops-1/flow";
+        if k == 3 {
+            let batch = [b"[".as_slice(), &kv, b",", &norm, b"]"].concat();
+            broker.publish(topic, batch, 1);
+        } else {
+            broker.publish(topic, kv, 1);
+            broker.publish(topic, norm, 1);
+        }
+    }
+    b.wait_raw_settled();
+    b.stop(child);
+    let mut got = BTreeMap::new();
+    for s in b.samples() {
+        assert_eq!(s.detector_id, "loops-1");
+        if let Some(v) = s.volume.filter(|v| *v > 0) {
+            got.insert(
+                (s.bucket_start, s.lane),
+                (v, s.occupancy.unwrap(), s.speed_avg_kmh.unwrap()),
+            );
+        }
+    }
+    assert_eq!(got, expected, "log:\n{}", b.log_text());
 }

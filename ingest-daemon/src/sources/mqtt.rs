@@ -52,9 +52,21 @@
 //! detector of a source gets its own ring; the payload's `detector` member is not used
 //! for routing (the topic and the lane map are the configuration's word). Events of a
 //! lane the map does not name go to the topic's detector and are counted as unmapped by
-//! the aggregator. While connected, every ring gets a liveness mark every second.
-//! `vehicle_json` is decoded with [`codecs::mqtt::decode_vehicle_events`]; `fiware`
-//! (interval reports) and `onvif_counter` are refused by [`plan`] in this build.
+//! the aggregator. `vehicle_json` is decoded with [`codecs::mqtt::decode_vehicle_events`]
+//! into [`SourceItem::Vehicle`]s; `fiware` with [`codecs::mqtt::decode_fiware`]: each
+//! `TrafficFlowObserved` entity becomes a [`SourceItem::Interval`] (its `laneId` mapped like
+//! a vehicle's lane; device time = `dateObservedFrom`, interval = `dateObservedTo` −
+//! `dateObservedFrom`; arrival = box time). `onvif_counter` is refused by [`plan`] in this
+//! build.
+//!
+//! # Liveness and progress
+//! While connected, every ring gets a mark every [`ALIVE_EVERY`]: [`SourceItem::Alive`] when
+//! only `vehicle_json` topics feed its detector (a connected, quiet topic is an empty road),
+//! [`SourceItem::Progress`] when any `fiware` topic does. Interval-report lanes must not be
+//! marked alive (see the aggregator's notes on `mark_alive`, and the serial source's
+//! interval protocols); the progress mark still lets the pipeline's watermark advance when
+//! the device is quiet. A detector fed by both kinds thus gets no liveness for its
+//! per-vehicle lanes: give such topics their own `detector_id`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -123,6 +135,8 @@ struct TopicPlan {
     default_ring: usize,
     /// (payload lane, ring index).
     lanes: Vec<(u16, usize)>,
+    /// `fiware` (interval reports) rather than `vehicle_json`.
+    fiware: bool,
 }
 
 /// How a `[[mqtt]]` table maps onto detectors and rings.
@@ -131,9 +145,11 @@ pub struct MqttPlan {
     /// One ring per entry, in this order: (detector id, its lane map).
     pub detectors: Vec<(String, LaneMap)>,
     topics: Vec<TopicPlan>,
+    /// Per ring: true when a `fiware` topic feeds it (progress marks, never liveness).
+    interval_rings: Vec<bool>,
 }
 
-/// Resolves topics and lane maps; refuses what this build cannot run (TLS, `fiware`,
+/// Resolves topics and lane maps; refuses what this build cannot run (TLS,
 /// `onvif_counter`, QoS 2) and lane maps that contradict each other.
 pub fn plan(src: &MqttSource) -> anyhow::Result<MqttPlan> {
     if src.is_tls() {
@@ -142,13 +158,16 @@ pub fn plan(src: &MqttSource) -> anyhow::Result<MqttPlan> {
     let mut detectors: Vec<(String, Vec<(u16, u16)>)> = Vec::new();
     let mut topics = Vec::new();
     for t in &src.topics {
-        if t.format != PayloadFormat::VehicleJson {
-            bail!(
-                "topic {:?}: format {} is not supported by this build (only vehicle_json)",
+        let fiware = match t.format {
+            PayloadFormat::VehicleJson => false,
+            PayloadFormat::Fiware => true,
+            other => bail!(
+                "topic {:?}: format {} is not supported by this build \
+                 (only vehicle_json and fiware)",
                 t.filter,
-                t.format.as_str()
-            );
-        }
+                other.as_str()
+            ),
+        };
         let qos = match t.qos {
             0 => QoS::AtMostOnce,
             1 => QoS::AtLeastOnce,
@@ -186,7 +205,16 @@ pub fn plan(src: &MqttSource) -> anyhow::Result<MqttPlan> {
             qos,
             default_ring,
             lanes,
+            fiware,
         });
+    }
+    let mut interval_rings = vec![false; detectors.len()];
+    for t in topics.iter().filter(|t| t.fiware) {
+        for ring in t.lanes.iter().map(|l| l.1).chain([t.default_ring]) {
+            if let Some(r) = interval_rings.get_mut(ring) {
+                *r = true;
+            }
+        }
     }
     let detectors = detectors
         .into_iter()
@@ -196,7 +224,11 @@ pub fn plan(src: &MqttSource) -> anyhow::Result<MqttPlan> {
                 .map_err(|e| anyhow!("the topics' lane maps of detector {id:?} disagree: {e}"))
         })
         .collect::<anyhow::Result<_>>()?;
-    Ok(MqttPlan { detectors, topics })
+    Ok(MqttPlan {
+        detectors,
+        topics,
+        interval_rings,
+    })
 }
 
 /// The index of detector `id` in `detectors`, added when new.
@@ -301,9 +333,14 @@ impl Mqtt {
         }
     }
 
+    /// A liveness mark for per-vehicle rings, a progress mark for interval-report rings.
     fn push_alive(&mut self, at: DateTime<Utc>) {
-        for ring in &mut self.rings {
-            ring.push(SourceItem::Alive(at));
+        for (i, ring) in self.rings.iter_mut().enumerate() {
+            if self.plan.interval_rings.get(i).copied().unwrap_or(false) {
+                ring.push(SourceItem::Progress(at));
+            } else {
+                ring.push(SourceItem::Alive(at));
+            }
         }
     }
 
@@ -349,19 +386,45 @@ impl Mqtt {
             self.decode_error(&publish.topic, "unsupported", 0, "no subscription matches");
             return Ok(());
         };
-        match codecs::mqtt::decode_vehicle_events(&publish.payload) {
-            Ok(events) => {
-                for msg in events {
-                    let ring = topic
-                        .lanes
-                        .iter()
-                        .find(|l| l.0 == msg.lane)
-                        .map_or(topic.default_ring, |l| l.1);
-                    if let Some(tx) = self.rings.get_mut(ring) {
-                        tx.push(SourceItem::Vehicle {
-                            event: msg.to_event(),
+        let ring_of_lane = |lane: u16| {
+            topic
+                .lanes
+                .iter()
+                .find(|l| l.0 == lane)
+                .map_or(topic.default_ring, |l| l.1)
+        };
+        let decoded = if topic.fiware {
+            codecs::mqtt::decode_fiware(&publish.payload).map(|entities| {
+                entities
+                    .iter()
+                    .map(|e| {
+                        let item = SourceItem::Interval {
+                            report: e.to_report(),
                             arrival,
-                        });
+                        };
+                        (ring_of_lane(e.lane_id), item)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        } else {
+            codecs::mqtt::decode_vehicle_events(&publish.payload).map(|events| {
+                events
+                    .iter()
+                    .map(|m| {
+                        let item = SourceItem::Vehicle {
+                            event: m.to_event(),
+                            arrival,
+                        };
+                        (ring_of_lane(m.lane), item)
+                    })
+                    .collect()
+            })
+        };
+        match decoded {
+            Ok(items) => {
+                for (ring, item) in items {
+                    if let Some(tx) = self.rings.get_mut(ring) {
+                        tx.push(item);
                     }
                 }
             }
@@ -517,18 +580,46 @@ lanes = { 3 = 3 }
         assert_eq!(p.topics[1].default_ring, 1);
         assert_eq!(p.topics[1].qos, QoS::AtMostOnce);
 
-        let fiware = source(
+        assert_eq!(p.interval_rings, [false, false]);
+
+        let onvif = source(
             r#"
 [[mqtt]]
 id = "b"
 url = "mqtt://127.0.0.1"
 [[mqtt.topics]]
 filter = "f"
-format = "fiware"
+format = "onvif_counter"
 lanes = { 1 = 1 }
 "#,
         );
-        let err = plan(&fiware).unwrap_err().to_string();
-        assert!(err.contains("fiware is not supported"), "{err}");
+        let err = plan(&onvif).unwrap_err().to_string();
+        assert!(err.contains("onvif_counter is not supported"), "{err}");
+    }
+
+    #[test]
+    fn fiware_topics_make_their_rings_progress_only() {
+        let src = source(
+            r#"
+[[mqtt]]
+id = "b"
+url = "mqtt://127.0.0.1"
+[[mqtt.topics]]
+filter = "v"
+format = "vehicle_json"
+detector_id = "radar"
+lanes = { 1 = 1 }
+[[mqtt.topics]]
+filter = "f"
+format = "fiware"
+detector_id = "loops"
+lanes = { 1 = 1, 2 = 2 }
+"#,
+        );
+        let p = plan(&src).unwrap();
+        let ids: Vec<&str> = p.detectors.iter().map(|d| d.0.as_str()).collect();
+        assert_eq!(ids, ["radar", "loops"]);
+        assert_eq!(p.interval_rings, [false, true]);
+        assert!(p.topics[1].fiware);
     }
 }
