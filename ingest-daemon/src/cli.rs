@@ -1,8 +1,9 @@
-//! The command line: `run`, `check-config` and `spool stat|tail|export`.
+//! The command line: `run`, `status`, `check-config` and `spool stat|tail|export`.
 //!
 //! `main.rs` parses [`Cli`], collects the process environment once and calls [`main`];
 //! nothing below reads the environment itself. Exit codes: 0 success; 1 an error (invalid
-//! configuration, busy or missing spool, failed drain); 2 bad command-line usage (clap);
+//! configuration, busy or missing spool, failed drain; for `status`, a daemon that answers
+//! `failing`); 2 bad command-line usage (clap); 3 `status` found no daemon answering;
 //! 130 / 143 when a second SIGINT / SIGTERM cut a drain short.
 
 use std::io::{self, IsTerminal, Write};
@@ -27,8 +28,9 @@ use crate::spool_lock::SpoolLock;
 #[command(name = "ingest-daemon", version)]
 pub struct Cli {
     /// Log line format: `text` (timestamps, for a terminal or file), `journald` (syslog
-    /// priority prefixes like `<6>`, no timestamps) or `auto` (journald when stderr is
-    /// systemd's journal, from `JOURNAL_STREAM`).
+    /// priority prefixes like `<6>`, no timestamps), `json` (one JSON object per line with
+    /// timestamp, level, target, fields and spans, for log shippers) or `auto` (journald
+    /// when stderr is systemd's journal, from `JOURNAL_STREAM`, text otherwise).
     #[arg(long, value_enum, default_value_t = LogFormat::Auto, global = true)]
     pub log_format: LogFormat,
     #[command(subcommand)]
@@ -40,6 +42,7 @@ pub enum LogFormat {
     Auto,
     Text,
     Journald,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +56,11 @@ pub enum Command {
     ///
     /// Exits 0 with a short summary when the file is valid, 1 otherwise.
     CheckConfig(CheckConfigArgs),
+    /// Ask the running daemon how it is (its /health on [http] listen) and print a summary.
+    ///
+    /// Exits 0 when it answers ok or degraded, 1 when it answers failing, 3 when no daemon
+    /// answers (then the spool's own figures are shown if the spool is not in use).
+    Status(StatusArgs),
     /// Look into the spool (stop the daemon first: the spool is one process at a time).
     Spool(SpoolArgs),
 }
@@ -93,6 +101,21 @@ pub struct CheckConfigArgs {
     /// configuration on another machine. Everything else is checked.
     #[arg(long)]
     pub skip_files: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Configuration file whose [http] listen (and spool.dir) to use [default: the built-in
+    /// demo configuration].
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Spool directory for the fallback figures when no daemon answers [default: spool.dir,
+    /// or ./ingest-spool with the built-in configuration].
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Print the daemon's /health JSON as it came.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -169,12 +192,13 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 pub fn main(cli: Cli, env: Vec<(String, String)>) -> ExitCode {
     let default_log = match cli.command {
         Command::Run(_) => "info",
-        Command::CheckConfig(_) | Command::Spool(_) => "warn",
+        Command::CheckConfig(_) | Command::Status(_) | Command::Spool(_) => "warn",
     };
     init_logging(&env, default_log, cli.log_format);
     let result = match cli.command {
         Command::Run(args) => cmd_run(args, &env),
         Command::CheckConfig(args) => cmd_check_config(args, &env),
+        Command::Status(args) => cmd_status(args, &env),
         Command::Spool(args) => cmd_spool(args, &env),
     };
     match result {
@@ -196,6 +220,16 @@ fn init_logging(env: &[(String, String)], default: &str, format: LogFormat) {
     let journald = match format {
         LogFormat::Journald => true,
         LogFormat::Text => false,
+        LogFormat::Json => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(io::stderr)
+                .json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .try_init();
+            return;
+        }
         LogFormat::Auto => env
             .iter()
             .find(|(k, _)| k == "JOURNAL_STREAM")
@@ -429,6 +463,68 @@ pub fn config_summary(loaded: &LoadedConfig) -> String {
         let _ = writeln!(s, "note: `run` would refuse it: {e}");
     }
     s
+}
+
+fn cmd_status(args: StatusArgs, env: &[(String, String)]) -> anyhow::Result<u8> {
+    let Some(loaded) = load_or_report(args.config.as_deref(), env, &HostFiles) else {
+        return Ok(1);
+    };
+    let addr = loaded.config.http.listen;
+    let answer = crate::status::http_get(addr, "/health")
+        .with_context(|| format!("something answers on {addr}, but not as ingest-daemon"))?;
+    let Some(answer) = answer else {
+        eprintln!("{}", crate::status::not_running(addr));
+        status_spool_fallback(&loaded, args.spool_dir.as_deref(), env);
+        return Ok(crate::status::EXIT_NOT_RUNNING);
+    };
+    let health: crate::status::Health = serde_json::from_str(&answer.body).with_context(|| {
+        format!(
+            "{addr} answered /health with HTTP {} but not with ingest-daemon's report",
+            answer.code
+        )
+    })?;
+    let mut out = io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", answer.body.trim_end())?;
+    } else {
+        let uplink = loaded
+            .config
+            .uplink
+            .as_ref()
+            .and_then(|u| u.database_url.host_str().map(str::to_owned));
+        out.write_all(crate::status::summary(addr, &health, uplink.as_deref()).as_bytes())?;
+    }
+    Ok(health.exit_code())
+}
+
+/// With no daemon answering: the `spool stat` figures, when the spool exists and is free.
+fn status_spool_fallback(loaded: &LoadedConfig, flag: Option<&Path>, env: &[(String, String)]) {
+    let Ok((dir, _)) = run::spool_dir(loaded, flag, env) else {
+        return;
+    };
+    if !dir.join("samples").is_dir() {
+        eprintln!("no spool in {} either", dir.display());
+        return;
+    }
+    let _lock = match SpoolLock::acquire(&dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!(
+                "the spool in {} is in use, so not shown: {e:#}",
+                dir.display()
+            );
+            return;
+        }
+    };
+    let stat = Spool::open(&dir, run::spool_config(&loaded.config.spool)).and_then(|s| s.stat());
+    match stat {
+        Ok(stat) => {
+            let mut out = io::stdout().lock();
+            let _ = writeln!(out, "the spool, read directly:");
+            let _ = out.write_all(display::spool_stat(&dir, &stat).as_bytes());
+        }
+        Err(e) => eprintln!("cannot read the spool in {}: {e:#}", dir.display()),
+    }
 }
 
 fn cmd_spool(args: SpoolArgs, env: &[(String, String)]) -> anyhow::Result<u8> {

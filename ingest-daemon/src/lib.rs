@@ -4,7 +4,8 @@
 //! the [`pipeline`]'s aggregator task ([`aggregate`]) → a bounded channel → the spool writer
 //! ([`spool`], on disk, fsynced).
 //!
-//! - [`cli`]: the command line (`run`, `check-config`, `spool stat|tail|export`).
+//! - [`cli`]: the command line (`run`, `status`, `check-config`, `spool stat|tail|export`).
+//! - [`status`]: `status`: the running daemon's `/health` as text for people.
 //! - [`run`]: `run` itself: configuration to running tasks, supervision, drain.
 //! - [`sources`]: the source loop with backoff, the rings, the [`sources::simulated`]
 //!   source, the [`sources::serial`] source (serial-line detectors) and the [`sources::mqtt`]
@@ -42,3 +43,4 @@ pub mod sim;
 pub mod sources;
 pub mod spool;
 pub mod spool_lock;
+pub mod status;

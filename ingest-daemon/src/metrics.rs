@@ -385,6 +385,11 @@ pub struct SpoolHealth {
     pub max_bytes: Option<u64>,
     pub sample_records: Option<u64>,
     pub durable_seq: u64,
+    /// Highest sample sequence number acknowledged upstream (0: none; there is no uplink yet,
+    /// so every sample on disk is unsent).
+    pub acked_seq: Option<u64>,
+    /// Age of the oldest sample record on disk (absent when there is none).
+    pub oldest_sample_age_s: Option<f64>,
     pub evicted_unacked_records: Option<u64>,
 }
 
@@ -427,6 +432,11 @@ pub fn health(c: &PipelineCounters, sources: &[SourceEntry], now: DateTime<Utc>)
         max_bytes: stat.as_ref().map(|s| s.max_total_bytes),
         sample_records: stat.as_ref().map(|s| s.samples.records),
         durable_seq: c.spool_durable_seq.load(Ordering::Relaxed),
+        acked_seq: stat.as_ref().map(|s| s.acked_seq),
+        oldest_sample_age_s: stat
+            .as_ref()
+            .and_then(|s| s.samples.oldest_appended_at_ms)
+            .map(|ms| age_s(now, ms)),
         evicted_unacked_records: stat
             .as_ref()
             .map(|s| s.samples.eviction.evicted_unacked_records),
