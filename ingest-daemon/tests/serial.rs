@@ -231,3 +231,21 @@ fn vlog_lines_match_the_truth() {
     });
     assert_matches(&rows, &truth, &stderr);
 }
+
+#[test]
+fn ss105_interval_replies_with_noise_match_the_truth() {
+    let (rows, truth, stderr) = run_case(&Case {
+        protocol: "ss105",
+        serial_extra: "address = 1\nlanes = { 1 = 1, 2 = 2 }",
+        sim_args: &[
+            "--lanes",
+            "2",
+            "--garbage-every",
+            "4",
+            "--bad-checksum-every",
+            "5",
+        ],
+    });
+    assert_matches(&rows, &truth, &stderr);
+    assert!(decode_errors(&stderr) > 0, "{stderr}");
+}
