@@ -15,7 +15,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -55,6 +55,11 @@ lanes = { 1 = 1, 2 = 2 }
     /// An edge with one broker source: `aggregation` goes into `[aggregation]`, `topics`
     /// are the `[[mqtt.topics]]` tables.
     fn with_config(broker: &Mosquitto, aggregation: &str, topics: &str) -> Self {
+        Self::with_broker_url(&broker.url(), "", aggregation, topics)
+    }
+
+    /// As [`Self::with_config`], for a broker at `url`; `broker_extra` goes into `[[mqtt]]`.
+    fn with_broker_url(url: &str, broker_extra: &str, aggregation: &str, topics: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
             r#"
@@ -71,8 +76,8 @@ fsync_interval_ms = 200
 id = "broker"
 url = "{url}"
 client_id = "test-edge-broker"
-{topics}"#,
-            url = broker.url()
+{broker_extra}
+{topics}"#
         );
         std::fs::write(dir.path().join("edge.toml"), config).unwrap();
         Self { dir }
@@ -87,12 +92,19 @@ client_id = "test-edge-broker"
     }
 
     fn start(&self) -> Child {
+        let child = self.spawn(&[]);
+        self.wait_log("MQTT connected", 1);
+        child
+    }
+
+    /// Starts `run` (with `extra` arguments) without waiting for anything.
+    fn spawn(&self, extra: &[&str]) -> Child {
         let log = File::options()
             .create(true)
             .append(true)
             .open(self.log())
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ingest-daemon"))
+        Command::new(env!("CARGO_BIN_EXE_ingest-daemon"))
             .current_dir(self.dir.path())
             .env_remove("INGEST__SPOOL__DIR")
             .env("RUST_LOG", "info")
@@ -101,13 +113,12 @@ client_id = "test-edge-broker"
             .arg(self.dir.path().join("edge.toml"))
             .arg("--spool-dir")
             .arg(self.spool())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap();
-        self.wait_log("MQTT connected", 1);
-        child
+            .unwrap()
     }
 
     fn log_text(&self) -> String {
@@ -391,4 +402,114 @@ lanes = { 11 = 1, 12 = 2 }
         }
     }
     assert_eq!(got, expected, "log:\n{}", b.log_text());
+}
+
+/// A throwaway CA (in `dir`) and a certificate for `localhost` / 127.0.0.1 signed by it:
+/// (CA, certificate, key) paths.
+fn make_certs(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let s = |p: &PathBuf| p.display().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test ca",
+        "-keyout",
+        &s(&p("ca.key")),
+        "-out",
+        &s(&p("ca.pem")),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        &s(&p("server.key")),
+        "-out",
+        &s(&p("server.csr")),
+    ]);
+    std::fs::write(p("ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        &s(&p("server.csr")),
+        "-CA",
+        &s(&p("ca.pem")),
+        "-CAkey",
+        &s(&p("ca.key")),
+        "-CAcreateserial",
+        "-out",
+        &s(&p("server.pem")),
+        "-extfile",
+        &s(&p("ext")),
+    ]);
+    (p("ca.pem"), p("server.pem"), p("server.key"))
+}
+
+const VEHICLE_TOPIC: &str = r#"
+[[mqtt.topics]]
+filter = "sensors/+/vehicles"
+format = "vehicle_json"
+qos = 1
+detector_id = "radar-1"
+lanes = { 1 = 1, 2 = 2 }
+"#;
+
+/// `mqtts://`: the daemon verifies the broker against `ca_file` and receives over TLS; with
+/// another CA it refuses the broker and receives nothing.
+#[test]
+fn a_tls_broker_is_trusted_only_through_the_configured_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(certs.path(), "good");
+    let (other_ca, _, _) = make_certs(certs.path(), "other");
+    let tls_port = test_support::free_port();
+    // A plain listener for the test's publisher, a TLS one for the daemon.
+    let broker = Mosquitto::builder()
+        .config_line(&format!("listener {tls_port} 127.0.0.1"))
+        .config_line(&format!("certfile {}", cert.display()))
+        .config_line(&format!("keyfile {}", key.display()))
+        .start();
+    let url = format!("mqtts://localhost:{tls_port}");
+
+    let b = Edge::with_broker_url(
+        &url,
+        &format!("ca_file = {:?}", ca.display().to_string()),
+        "",
+        VEHICLE_TOPIC,
+    );
+    let child = b.start();
+    for i in 0..10u32 {
+        broker.publish(TOPIC, event(1 + (i % 2) as u16, i, None), 1);
+    }
+    b.wait_raw_settled();
+    b.stop(child);
+    assert_eq!(b.lane_totals(), BTreeMap::from([(1, 5), (2, 5)]));
+
+    let wrong = Edge::with_broker_url(
+        &url,
+        &format!("ca_file = {:?}", other_ca.display().to_string()),
+        "",
+        VEHICLE_TOPIC,
+    );
+    let mut child = wrong.spawn(&["--for", "3"]);
+    assert!(wait_exit(&mut child, Duration::from_secs(20)).success());
+    let log = wrong.log_text();
+    assert!(!log.contains("MQTT connected"), "{log}");
+    assert!(log.to_lowercase().contains("certificate"), "{log}");
+    assert!(wrong.raw_messages().is_empty());
 }

@@ -7,8 +7,9 @@
 //! messages while the daemon is away, and delivers them when it comes back. Every CONNACK
 //! (re)subscribes each topic filter at its QoS (0 or 1). One `run_once` is one connection:
 //! a connection error ends it and [`super::run_source`] reconnects after its jittered
-//! backoff with a fresh event loop. `mqtts://` is not implemented in this build (rumqttc is
-//! built without TLS); such a source is refused by [`plan`].
+//! backoff with a fresh event loop. `mqtts://` connects over TLS (rustls with the ring
+//! provider): the broker's certificate is verified against `ca_file` when set, else against
+//! the system's CA store, and its name against the URL's host.
 //!
 //! # Acknowledgement: a PUBACK means "durable on this box"
 //! Acks are manual (`MqttOptions::set_manual_acks`). For each PUBLISH:
@@ -75,7 +76,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, Utc};
 use edge_config::{DeviceLane, MqttSource, Node, PayloadFormat};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -147,14 +148,55 @@ pub struct MqttPlan {
     topics: Vec<TopicPlan>,
     /// Per ring: true when a `fiware` topic feeds it (progress marks, never liveness).
     interval_rings: Vec<bool>,
+    /// For `mqtts://`: the TLS client configuration (trusted CAs).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-/// Resolves topics and lane maps; refuses what this build cannot run (TLS,
-/// `onvif_counter`, QoS 2) and lane maps that contradict each other.
-pub fn plan(src: &MqttSource) -> anyhow::Result<MqttPlan> {
-    if src.is_tls() {
-        bail!("mqtts:// is not supported by this build (no TLS in the MQTT client)");
+/// The TLS client configuration for a broker: trust `ca_file` (PEM) when given, else the
+/// system's CA store.
+fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("cannot read the CA file {}", path.display()))?
+            {
+                let cert =
+                    cert.with_context(|| format!("bad PEM certificate in {}", path.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("unusable CA certificate in {}", path.display()))?;
+            }
+        }
+        None => {
+            // Certificates the system store cannot parse are skipped, as browsers do.
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+        }
     }
+    if roots.is_empty() {
+        bail!("no trusted CA certificate for mqtts:// (set ca_file)");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Resolves topics, lane maps and TLS trust; refuses what this build cannot run
+/// (`onvif_counter`, QoS 2) and lane maps that contradict each other.
+pub fn plan(src: &MqttSource) -> anyhow::Result<MqttPlan> {
+    let tls = if src.is_tls() {
+        Some(tls_config(src.ca_file.as_deref())?)
+    } else {
+        None
+    };
     let mut detectors: Vec<(String, Vec<(u16, u16)>)> = Vec::new();
     let mut topics = Vec::new();
     for t in &src.topics {
@@ -228,6 +270,7 @@ pub fn plan(src: &MqttSource) -> anyhow::Result<MqttPlan> {
         detectors,
         topics,
         interval_rings,
+        tls,
     })
 }
 
@@ -319,6 +362,11 @@ impl Mqtt {
         if let Some(user) = &src.username {
             let password = src.password().map(|p| p.expose().to_owned());
             options.set_credentials(user.clone(), password.unwrap_or_default());
+        }
+        if let Some(tls) = &plan.tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::clone(tls),
+            )));
         }
         Self {
             id: src.id.clone(),
