@@ -38,18 +38,7 @@ struct Edge {
 
 impl Edge {
     fn new(broker: &Mosquitto) -> Self {
-        Self::with_config(
-            broker,
-            "",
-            r#"
-[[mqtt.topics]]
-filter = "sensors/+/vehicles"
-format = "vehicle_json"
-qos = 1
-detector_id = "radar-1"
-lanes = { 1 = 1, 2 = 2 }
-"#,
-        )
+        Self::with_config(broker, "", VEHICLE_TOPIC)
     }
 
     /// An edge with one broker source: `aggregation` goes into `[aggregation]`, `topics`
