@@ -784,6 +784,26 @@ impl Aggregator {
         }
     }
 
+    /// Resumes a lane's series where an earlier run left it: the next bin to emit is the
+    /// one holding `at`. Called before [`Self::open_series`] when a restart replays
+    /// observations: events of bins before `at` (already spooled) are then late and
+    /// dropped, and bins between the crash and now are emitted (NO_DATA when nothing
+    /// covers them) rather than skipped. Does nothing once the lane's series has started.
+    pub fn resume_series(&mut self, det: DetectorId, road_lane: u16, at: DateTime<Utc>) {
+        let start = self.s.bin_start(at.timestamp_millis());
+        let Some(d) = self.detectors.get(det.index()) else {
+            return;
+        };
+        for &(road, idx) in &d.road_lanes {
+            if road == road_lane
+                && let Some(lane) = self.lanes.get_mut(idx as usize)
+            {
+                lane.next_emit.get_or_insert(start);
+                lane.first_activity.get_or_insert(start);
+            }
+        }
+    }
+
     /// Feeds one observation of a detector, with its box arrival time.
     pub fn observe(
         &mut self,

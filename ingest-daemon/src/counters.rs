@@ -44,6 +44,11 @@ pub struct SourceCounters {
     pub backing_off: AtomicBool,
     /// Failed sessions in a row (0 after a session that did not fail).
     pub consecutive_errors: AtomicU64,
+    /// Raw messages replayed from the spool at start (see [`crate::sources::replay`]).
+    pub replayed_messages_total: AtomicU64,
+    /// Redelivered (DUP) messages already counted before a restart: spooled and
+    /// acknowledged, their events not counted again.
+    pub redeliveries_skipped_total: AtomicU64,
 }
 
 impl SourceCounters {

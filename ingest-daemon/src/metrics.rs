@@ -108,7 +108,7 @@ pub fn render(c: &PipelineCounters, sources: &[SourceEntry], now: DateTime<Utc>)
     let mut o = Out {
         text: String::with_capacity(4096),
     };
-    let per_source: [PerSource; 6] = [
+    let per_source: [PerSource; 8] = [
         ("ingest_source_frames_total", "Frames decoded.", |s| {
             s.frames_total.load(Ordering::Relaxed)
         }),
@@ -136,6 +136,16 @@ pub fn render(c: &PipelineCounters, sources: &[SourceEntry], now: DateTime<Utc>)
             "ingest_source_sessions_total",
             "Source sessions started.",
             |s| s.sessions_total.load(Ordering::Relaxed),
+        ),
+        (
+            "ingest_source_replayed_messages_total",
+            "Raw MQTT messages replayed from the spool at start into the bins open at the last stop.",
+            |s| s.replayed_messages_total.load(Ordering::Relaxed),
+        ),
+        (
+            "ingest_source_redeliveries_skipped_total",
+            "Redelivered MQTT messages whose events were already counted before a restart.",
+            |s| s.redeliveries_skipped_total.load(Ordering::Relaxed),
         ),
     ];
     for (name, help, pick) in per_source {

@@ -55,6 +55,7 @@ use crate::pipeline::{
 };
 use crate::shutdown::{DRAIN_DEADLINE, Signals, StopReason, finish_drain};
 use crate::sources::mqtt::{self, Mqtt};
+use crate::sources::replay::Replay;
 use crate::sources::serial::{self, Serial};
 use crate::sources::simulated::{self, Simulated};
 use crate::sources::{RING_CAPACITY, RingSender, Source, ring, run_source};
@@ -233,6 +234,15 @@ pub fn run(
     let spool = Spool::open(&dir, spool_cfg)
         .with_context(|| format!("cannot open the spool in {}", dir.display()))?;
     let initial_spool_stat = spool.stat().ok();
+    let replay = if config.mqtt.is_empty() {
+        Replay::default()
+    } else {
+        let window = replay_window(config);
+        Replay::from_spool(&spool, window).unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the spool's last moments; nothing replayed");
+            Replay::default()
+        })
+    };
 
     let scale = if opts.time_scale > 0.0 {
         opts.time_scale
@@ -266,6 +276,7 @@ pub fn run(
         env: env.to_vec(),
         spool,
         initial_spool_stat,
+        replay,
         sync_interval,
         printer,
         run_for: opts.run_for,
@@ -281,6 +292,15 @@ pub fn run(
     Ok(code)
 }
 
+/// How far back before the spool's newest record the raw MQTT messages are replayed at
+/// start: two bins and their lateness, plus the clock skew allowed (see
+/// [`crate::sources::replay`]).
+fn replay_window(config: &Config) -> chrono::TimeDelta {
+    let a = &config.aggregation;
+    let bin_s = i64::from(a.interval_s) + i64::from(a.allowed_lateness_s);
+    chrono::TimeDelta::seconds(2 * bin_s + i64::from(a.max_clock_skew_s))
+}
+
 struct Parts {
     config: Config,
     /// The file to reload on SIGHUP; `None` for the built-in configuration.
@@ -288,6 +308,8 @@ struct Parts {
     env: Vec<(String, String)>,
     spool: Spool,
     initial_spool_stat: Option<crate::spool::SpoolStat>,
+    /// The raw MQTT messages of the bins open at the last stop (taken by each source).
+    replay: Replay,
     sync_interval: Duration,
     printer: Option<SamplePrinter>,
     run_for: Option<Duration>,
@@ -312,6 +334,8 @@ struct SourceSet {
     clock: PipelineClock,
     node: Node,
     interval_s: u32,
+    /// Consumed by the MQTT sources at their first start (empty after a reload).
+    replay: Replay,
 }
 
 impl SourceSet {
@@ -323,6 +347,7 @@ impl SourceSet {
         detector_id: &str,
         lanes: LaneMap,
         counters: &Arc<SourceCounters>,
+        resume: Vec<(u16, DateTime<Utc>)>,
     ) -> Option<RingSender> {
         let (tx, rx) = ring(RING_CAPACITY, Arc::clone(&self.wake), Arc::clone(counters));
         let site = self.node.site_id().to_owned();
@@ -330,6 +355,9 @@ impl SourceSet {
         let id = source_id.to_owned();
         let add: AddInput = Box::new(move |agg, now| {
             let det = agg.add_detector(&site, &detector, &lanes);
+            for (road_lane, at) in resume {
+                agg.resume_series(det, road_lane, at);
+            }
             agg.open_series(det, now);
             Input::new(id, det, rx)
         });
@@ -361,7 +389,8 @@ impl SourceSet {
 
     fn start_simulated(&mut self, src: &SimulatedSource, counters: Arc<SourceCounters>) {
         let lanes = simulated::lane_map(src);
-        let Some(tx) = self.add_detector(&src.id, src.detector_id(), lanes, &counters) else {
+        let Some(tx) = self.add_detector(&src.id, src.detector_id(), lanes, &counters, Vec::new())
+        else {
             return;
         };
         let source = Simulated::new(src, self.clock, tx);
@@ -373,7 +402,8 @@ impl SourceSet {
         let Ok(lanes) = serial::lane_map(src) else {
             return;
         };
-        let Some(tx) = self.add_detector(&src.id, src.detector_id(), lanes, &counters) else {
+        let Some(tx) = self.add_detector(&src.id, src.detector_id(), lanes, &counters, Vec::new())
+        else {
             return;
         };
         let source = Serial::new(src, self.interval_s, self.clock, tx, Arc::clone(&counters));
@@ -390,9 +420,21 @@ impl SourceSet {
             .raw
             .clone()
             .context("the spool writer takes no more raw records")?;
+        let replay = self.replay.take_source(&src.id);
         let mut rings = Vec::new();
         for (detector_id, lanes) in &plan.detectors {
-            match self.add_detector(&src.id, detector_id, lanes.clone(), &counters) {
+            // Replayed events must reach bins before now: the series resume where the
+            // spool left them.
+            let resume = if replay.messages.is_empty() {
+                Vec::new()
+            } else {
+                lanes
+                    .road_lanes()
+                    .into_iter()
+                    .filter_map(|l| Some((l, self.replay.resume_at(detector_id, l)?)))
+                    .collect()
+            };
+            match self.add_detector(&src.id, detector_id, lanes.clone(), &counters, resume) {
                 Some(tx) => rings.push(tx),
                 None => return Ok(()),
             }
@@ -406,6 +448,7 @@ impl SourceSet {
             self.clock,
             Arc::clone(&counters),
             self.max_raw_record,
+            replay,
         );
         self.spawn(&src.id, "mqtt", source, counters);
         Ok(())
@@ -491,6 +534,7 @@ async fn supervise(parts: Parts) -> u8 {
         clock,
         node: config.node.clone(),
         interval_s: config.aggregation.interval_s,
+        replay: parts.replay,
     };
     for src in &config.simulated {
         let source_counters = counters.source(&src.id).unwrap_or_default();

@@ -14,6 +14,7 @@
 //! be siblings of them.
 
 pub mod mqtt;
+pub mod replay;
 pub mod serial;
 pub mod simulated;
 
@@ -154,6 +155,11 @@ impl RingSender {
                 false
             }
         }
+    }
+
+    /// Free slots: a producer that may wait (a replay at start) checks before pushing.
+    pub fn vacant_len(&self) -> usize {
+        self.prod.vacant_len()
     }
 }
 

@@ -33,17 +33,18 @@
 //! - Acked ⇒ the raw message is on disk (fsynced). A `kill -9` or a power cut before the
 //!   ack: the broker redelivers it (persistent session, QoS 1), so nothing is lost.
 //! - The *sample* of an acked message's bin is written only when the bin closes. A crash
-//!   before that loses the bin's sample although the raw message is durable. Replaying
-//!   raw records at start is **not implemented**: the raw records are there to replay
-//!   from ([`RawMessage::decode`]), but nothing does it yet.
-//! - Duplicates: a message received (and maybe spooled as raw, maybe counted in an open
-//!   bin) but not acked before a crash or disconnect is delivered again. Raw records may
-//!   then hold it twice; a sample counts it twice only if its first copy's bin was
-//!   spooled before the crash although the ack was not sent, which the ≤ 50 ms ack delay
-//!   against the bin's interval + lateness makes rare but possible. No deduplication is
-//!   done: the MQTT packet id is reused by the broker and identifies nothing after a
-//!   reconnect, and identical payloads (same lane, no `ts`) are legitimately distinct
-//!   vehicles. Publishers that set `ts` make a duplicate recognisable downstream.
+//!   before that would lose the bin's sample although the raw message is durable: at
+//!   start, the raw messages of the bins still open at the stop are **replayed** from the
+//!   spool before the first connection ([`super::replay`]), and the lanes' series resume
+//!   after the newest spooled bin, so no event is counted twice.
+//! - Duplicates: a message received and spooled but not acked before a crash or
+//!   disconnect is delivered again, flagged DUP. Raw records then hold it twice; its
+//!   events are counted once when its first copy is in the replay window (a DUP message
+//!   whose topic and payload match a replayed one is not counted again:
+//!   `ingest_source_redeliveries_skipped_total`). A DUP after a mere disconnect (no
+//!   restart) is counted: the packet id is reused by the broker and identifies nothing
+//!   after a reconnect, and identical payloads (same lane, no `ts`) are legitimately
+//!   distinct vehicles. Publishers that set `ts` make a duplicate recognisable downstream.
 //! - Spool full: raw records are evicted before samples (see the spool); an acked raw
 //!   message may thus be evicted later, by design.
 //!
@@ -71,6 +72,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -83,6 +85,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::replay::SourceReplay;
 use super::{RingSender, Source, SourceItem};
 use crate::aggregate::LaneMap;
 use crate::clock::PipelineClock;
@@ -96,6 +99,9 @@ pub const LOG_EVERY: Duration = Duration::from_secs(10);
 /// rumqttc's request channel (subscribes and acks). Acks never exceed the broker's
 /// in-flight window, far below this.
 const REQUEST_CAPACITY: usize = 1024;
+/// Free ring slots the replay waits for before each message (one message's events and a
+/// liveness mark fit in it unless the payload is an unusually large array).
+const REPLAY_ROOM: usize = 256;
 /// Largest incoming MQTT packet accepted (also bounded by the spool's record size).
 const MAX_PACKET: usize = 256 * 1024;
 /// Version byte in front of every raw MQTT record.
@@ -330,6 +336,8 @@ pub struct Mqtt {
     /// Largest raw record the spool takes.
     max_record: usize,
     log_limit: LogLimit,
+    /// Messages of the bins open at the last stop, replayed before the first connection.
+    replay: SourceReplay,
 }
 
 /// A received message waiting for its raw record's fsync before its PUBACK.
@@ -348,6 +356,7 @@ impl Mqtt {
         clock: PipelineClock,
         counters: Arc<SourceCounters>,
         max_record: u64,
+        replay: SourceReplay,
     ) -> Self {
         let host = src.url.host_str().unwrap_or("localhost").to_owned();
         let mut options = MqttOptions::new(src.client_id(node), host, src.port());
@@ -378,6 +387,7 @@ impl Mqtt {
             counters,
             max_record,
             log_limit: LogLimit::default(),
+            replay,
         }
     }
 
@@ -423,16 +433,54 @@ impl Mqtt {
             .await
             .map_err(|_| anyhow!("the spool writer has stopped"))?;
         pending.push_back((rx, publish.clone()));
+        if publish.dup && self.replay.is_redelivery(&publish.topic, &publish.payload) {
+            self.counters
+                .redeliveries_skipped_total
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.dispatch(&publish.topic, &publish.payload, arrival);
+        Ok(())
+    }
 
+    /// Replays the spooled messages of the bins open at the last stop, through the same
+    /// decoding as live ones. Waits for room in the rings rather than dropping: the
+    /// aggregator is already draining them.
+    async fn replay_spooled(&mut self, shutdown: &CancellationToken) {
+        let messages = std::mem::take(&mut self.replay.messages);
+        let total = messages.len();
+        for m in messages {
+            while self.rings.iter().any(|r| r.vacant_len() < REPLAY_ROOM) {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
+            self.push_alive(m.arrival);
+            self.dispatch(&m.message.topic, &m.message.payload, m.arrival);
+            self.counters
+                .replayed_messages_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if total > 0 {
+            info!(
+                messages = total,
+                "replayed the spooled messages of the bins open at the last stop"
+            );
+        }
+    }
+
+    /// Decodes one message's payload and pushes its events into the ring(s) of its topic.
+    fn dispatch(&mut self, topic_name: &str, payload: &[u8], arrival: DateTime<Utc>) {
         let Some(topic) = self
             .plan
             .topics
             .iter()
-            .find(|t| filter_matches(&t.filter, &publish.topic))
+            .find(|t| filter_matches(&t.filter, topic_name))
             .cloned()
         else {
-            self.decode_error(&publish.topic, "unsupported", 0, "no subscription matches");
-            return Ok(());
+            self.decode_error(topic_name, "unsupported", 0, "no subscription matches");
+            return;
         };
         let ring_of_lane = |lane: u16| {
             topic
@@ -442,7 +490,7 @@ impl Mqtt {
                 .map_or(topic.default_ring, |l| l.1)
         };
         let decoded = if topic.fiware {
-            codecs::mqtt::decode_fiware(&publish.payload).map(|entities| {
+            codecs::mqtt::decode_fiware(payload).map(|entities| {
                 entities
                     .iter()
                     .map(|e| {
@@ -455,7 +503,7 @@ impl Mqtt {
                     .collect::<Vec<_>>()
             })
         } else {
-            codecs::mqtt::decode_vehicle_events(&publish.payload).map(|events| {
+            codecs::mqtt::decode_vehicle_events(payload).map(|events| {
                 events
                     .iter()
                     .map(|m| {
@@ -478,10 +526,9 @@ impl Mqtt {
             }
             Err(e) => {
                 let reason = e.to_string();
-                self.decode_error(&publish.topic, e.kind.label(), e.offset, &reason);
+                self.decode_error(topic_name, e.kind.label(), e.offset, &reason);
             }
         }
-        Ok(())
     }
 
     fn decode_error(&mut self, topic: &str, kind: &'static str, offset: usize, reason: &str) {
@@ -516,6 +563,9 @@ impl Source for Mqtt {
     }
 
     async fn run_once(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        if !self.replay.messages.is_empty() {
+            self.replay_spooled(shutdown).await;
+        }
         let (client, mut events) = AsyncClient::new(self.options.clone(), REQUEST_CAPACITY);
         let mut pending: VecDeque<PendingAck> = VecDeque::new();
         let mut alive = tokio::time::interval(ALIVE_EVERY);

@@ -972,6 +972,35 @@ impl Spool {
         Ok(all.into_iter().skip(skip).collect())
     }
 
+    /// The records of `class` appended at or after `since_ms` (ms since the Unix epoch), in
+    /// seq order. Reads segments from the newest back and stops at the first one that began
+    /// before `since_ms`, so the cost follows the window, not the spool's size.
+    pub fn records_since(
+        &self,
+        class: RecordClass,
+        since_ms: i64,
+    ) -> Result<Vec<Record>, SpoolError> {
+        let mut newest_first: Vec<Vec<Record>> = Vec::new();
+        for segment in self.class(class).segments().rev() {
+            let iter = RecordIter::new(class, vec![(segment.path.clone(), segment.bytes)], 0);
+            let mut kept = Vec::new();
+            let mut older_seen = false;
+            for record in iter {
+                let record = record?;
+                if record.appended_at_ms >= since_ms {
+                    kept.push(record);
+                } else {
+                    older_seen = true;
+                }
+            }
+            newest_first.push(kept);
+            if older_seen {
+                break;
+            }
+        }
+        Ok(newest_first.into_iter().rev().flatten().collect())
+    }
+
     /// A snapshot of sizes, cursor, counters and the recovery report. Reads from disk only
     /// to find the oldest unacknowledged sample.
     pub fn stat(&self) -> Result<SpoolStat, SpoolError> {
