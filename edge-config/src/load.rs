@@ -652,6 +652,7 @@ impl<'a> Loader<'a> {
     ) {
         let root = KeyPath::root();
         let mut jobs: Vec<(KeyPath, Option<&PathBuf>, &mut Option<Secret>)> = Vec::new();
+        // Certificate and key files: resolved and checked to exist (read by the daemon).
         let mut cas: Vec<(KeyPath, &mut Option<PathBuf>)> = Vec::new();
         if let Some(u) = config.uplink.as_mut() {
             let base = root.key("uplink");
@@ -670,6 +671,8 @@ impl<'a> Loader<'a> {
                 &mut m.password_from_file,
             ));
             cas.push((base.key("ca_file"), &mut m.ca_file));
+            cas.push((base.key("client_cert_file"), &mut m.client_cert_file));
+            cas.push((base.key("client_key_file"), &mut m.client_key_file));
         }
         for (i, c) in config.camera.iter_mut().enumerate() {
             let base = root.key("camera").index(origins.map("camera", i));

@@ -585,6 +585,15 @@ pub struct MqttSource {
     /// and checked like `uplink.tls.ca_file`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Default: none. Client certificate (PEM, leaf first, then any intermediates) for
+    /// brokers that require one (`mqtts://` only; set together with `client_key_file`).
+    /// A relative path is resolved against `$CREDENTIALS_DIRECTORY`, like `ca_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Default: none. The private key (PEM: PKCS#8, PKCS#1 or SEC1) of `client_cert_file`;
+    /// resolved like `ca_file`. Never logged.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     /// Default: `false`: a persistent session, so QoS 1 messages published
     /// while the box was away are delivered on reconnect.
     #[serde(default)]

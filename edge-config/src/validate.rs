@@ -801,6 +801,28 @@ fn check_mqtt(m: &MqttSource, base: &KeyPath, out: &mut Issues) {
                 "ca_file is only used with mqtts:// URLs",
             );
         }
+        for (key, set) in [
+            ("client_cert_file", m.client_cert_file.is_some()),
+            ("client_key_file", m.client_key_file.is_some()),
+        ] {
+            if set && !m.is_tls() {
+                out.push(
+                    base.key(key),
+                    format!("{key} is only used with mqtts:// URLs"),
+                );
+            }
+        }
+        match (&m.client_cert_file, &m.client_key_file) {
+            (Some(_), None) => out.push(
+                base.key("client_key_file"),
+                "client_cert_file is set: client_key_file must be set too",
+            ),
+            (None, Some(_)) => out.push(
+                base.key("client_cert_file"),
+                "client_key_file is set: client_cert_file must be set too",
+            ),
+            _ => {}
+        }
     }
     if let Some(id) = &m.client_id {
         if id.is_empty()

@@ -192,6 +192,18 @@ client_id = "test-edge-broker"
         out
     }
 
+    /// Runs the daemon while `n` untagged events (lanes 1, 2, 1, …) are published; returns
+    /// the volume per lane it spooled.
+    fn receive_untagged(&self, broker: &Mosquitto, n: u32) -> BTreeMap<u16, u64> {
+        let child = self.start();
+        for i in 0..n {
+            broker.publish(TOPIC, event(1 + (i % 2) as u16, i, None), 1);
+        }
+        self.wait_raw_settled();
+        self.stop(child);
+        self.lane_totals()
+    }
+
     fn lane_totals(&self) -> BTreeMap<u16, u64> {
         let mut out = BTreeMap::new();
         for ((_, lane), v) in self.volumes() {
@@ -486,24 +498,55 @@ fn make_certs(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
         &s(&p("server.csr")),
     ]);
     std::fs::write(p("ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-days",
-        "2",
-        "-in",
-        &s(&p("server.csr")),
-        "-CA",
-        &s(&p("ca.pem")),
-        "-CAkey",
-        &s(&p("ca.key")),
-        "-CAcreateserial",
-        "-out",
-        &s(&p("server.pem")),
-        "-extfile",
-        &s(&p("ext")),
-    ]);
+    sign(dir, name, "server");
     (p("ca.pem"), p("server.pem"), p("server.key"))
+}
+
+/// Signs `<name>-<leaf>.csr` with the CA of [`make_certs`]`(dir, name)` into `<name>-<leaf>.pem`.
+fn sign(dir: &Path, name: &str, leaf: &str) {
+    let p = |f: &str| dir.join(format!("{name}-{f}")).display().to_string();
+    let out = Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+        .args([
+            "-in",
+            &p(&format!("{leaf}.csr")),
+            "-out",
+            &p(&format!("{leaf}.pem")),
+        ])
+        .args([
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-extfile",
+            &p("ext"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl x509 -req: {out:?}");
+}
+
+/// A client certificate and key signed by the CA of [`make_certs`]`(dir, name)`.
+fn make_client_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=test-edge",
+        ])
+        .arg("-keyout")
+        .arg(p("client.key"))
+        .arg("-out")
+        .arg(p("client.csr"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl req: {out:?}");
+    sign(dir, name, "client");
+    (p("client.pem"), p("client.key"))
 }
 
 const VEHICLE_TOPIC: &str = r#"
@@ -537,13 +580,10 @@ fn a_tls_broker_is_trusted_only_through_the_configured_ca() {
         "",
         VEHICLE_TOPIC,
     );
-    let child = b.start();
-    for i in 0..10u32 {
-        broker.publish(TOPIC, event(1 + (i % 2) as u16, i, None), 1);
-    }
-    b.wait_raw_settled();
-    b.stop(child);
-    assert_eq!(b.lane_totals(), BTreeMap::from([(1, 5), (2, 5)]));
+    assert_eq!(
+        b.receive_untagged(&broker, 10),
+        BTreeMap::from([(1, 5), (2, 5)])
+    );
 
     let wrong = Edge::with_broker_url(
         &url,
@@ -557,4 +597,48 @@ fn a_tls_broker_is_trusted_only_through_the_configured_ca() {
     assert!(!log.contains("MQTT connected"), "{log}");
     assert!(log.to_lowercase().contains("certificate"), "{log}");
     assert!(wrong.raw_messages().is_empty());
+}
+
+/// A broker that requires client certificates: the daemon presents the configured one and
+/// receives; without one the broker refuses the handshake and nothing is spooled.
+#[test]
+fn a_broker_requiring_client_certificates_gets_the_configured_one() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(certs.path(), "mtls");
+    let (client_cert, client_key) = make_client_cert(certs.path(), "mtls");
+    let tls_port = test_support::free_port();
+    let broker = Mosquitto::builder()
+        .config_line(&format!("listener {tls_port} 127.0.0.1"))
+        .config_line(&format!("certfile {}", cert.display()))
+        .config_line(&format!("keyfile {}", key.display()))
+        .config_line(&format!("cafile {}", ca.display()))
+        .config_line("require_certificate true")
+        .start();
+    let url = format!("mqtts://localhost:{tls_port}");
+    let ca_line = format!("ca_file = {:?}", ca.display().to_string());
+
+    let b = Edge::with_broker_url(
+        &url,
+        &format!(
+            "{ca_line}\nclient_cert_file = {:?}\nclient_key_file = {:?}",
+            client_cert.display().to_string(),
+            client_key.display().to_string()
+        ),
+        "",
+        VEHICLE_TOPIC,
+    );
+    assert_eq!(
+        b.receive_untagged(&broker, 6),
+        BTreeMap::from([(1, 3), (2, 3)])
+    );
+    let key_text = std::fs::read_to_string(&client_key).unwrap();
+    let key_line = key_text.lines().nth(1).unwrap();
+    assert!(!b.log_text().contains(key_line), "key material in the log");
+
+    let without = Edge::with_broker_url(&url, &ca_line, "", VEHICLE_TOPIC);
+    let mut child = without.spawn(&["--for", "3"]);
+    assert!(wait_exit(&mut child, Duration::from_secs(20)).success());
+    let log = without.log_text();
+    assert!(!log.contains("MQTT connected"), "{log}");
+    assert!(without.raw_messages().is_empty());
 }

@@ -159,10 +159,12 @@ pub struct MqttPlan {
 }
 
 /// The TLS client configuration for a broker: trust `ca_file` (PEM) when given, else the
-/// system's CA store.
-fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    use rustls::pki_types::CertificateDer;
+/// system's CA store; present the client certificate when one is configured.
+fn tls_config(src: &MqttSource) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let ca_file = src.ca_file.as_deref();
 
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
@@ -187,11 +189,33 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<Arc<rustls::C
         bail!("no trusted CA certificate for mqtts:// (set ca_file)");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS setup")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match (&src.client_cert_file, &src.client_key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let chain = CertificateDer::pem_file_iter(cert_file)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .with_context(|| {
+                    format!("cannot read the client certificate {}", cert_file.display())
+                })?;
+            if chain.is_empty() {
+                bail!("no certificate in {}", cert_file.display());
+            }
+            // The key's bytes never reach an error message: only its file name does.
+            let key = PrivateKeyDer::from_pem_file(key_file)
+                .with_context(|| format!("cannot read the client key {}", key_file.display()))?;
+            builder.with_client_auth_cert(chain, key).with_context(|| {
+                format!(
+                    "the client key {} does not fit the certificate {}",
+                    key_file.display(),
+                    cert_file.display()
+                )
+            })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
     Ok(Arc::new(config))
 }
 
@@ -199,7 +223,7 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<Arc<rustls::C
 /// (`onvif_counter`, QoS 2) and lane maps that contradict each other.
 pub fn plan(src: &MqttSource) -> anyhow::Result<MqttPlan> {
     let tls = if src.is_tls() {
-        Some(tls_config(src.ca_file.as_deref())?)
+        Some(tls_config(src)?)
     } else {
         None
     };
