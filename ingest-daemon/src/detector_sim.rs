@@ -19,8 +19,9 @@
 //! Interval reports are computed from the simulated vehicles of each bin (bins aligned to the
 //! wall clock, `--interval-s` long; a vehicle counts in the bin of its front time) and sent
 //! when the bin ends. Per-vehicle frames are sent when the vehicle leaves the zone. Polled
-//! protocols (SS125, SS105, TLS) are sent unsolicited at the end of each bin: a real
-//! device answers the daemon's polls instead; answering polls is not simulated yet.
+//! protocols (SS125, SS105, TLS) are sent unsolicited at the end of each bin by default; a
+//! real device answers the daemon's polls instead, and `--answer-polls` makes the simulator
+//! such a device (frames wait for the receiver's polls; see [`PolledSink`]).
 //!
 //! # Output
 //!
@@ -91,6 +92,7 @@
 //! [`run`]; the [`Report`] holds the [`Truth`] and the [`Summary`].
 
 mod frames;
+mod polled;
 mod sink;
 
 use std::collections::BTreeMap;
@@ -114,6 +116,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::sim::{DemandProfile, SimConfig};
 use frames::{Frame, FrameSource};
+pub use polled::PolledSink;
 pub use sink::{Delivery, MqttSink, Sink, StreamSink, Unit, parse_mqtt_url};
 
 /// The wire formats the simulator speaks.
@@ -508,6 +511,9 @@ impl fmt::Display for Summary {
                 self.delivery.sent
             )?;
         }
+        if let Some(polls) = self.delivery.polls_answered {
+            write!(f, " polls_answered={polls}")?;
+        }
         if self.bad_checksum_frames > 0 {
             write!(
                 f,
@@ -824,6 +830,14 @@ pub struct Args {
     /// MQTT QoS: 0 (counted as written to the socket) or 1 (counted as acknowledged).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub qos: u8,
+    /// Act as a polled device (ss125, ss105, ft12_tls on a serial port or pty): frames wait
+    /// until the receiver polls, and each poll is answered with what is due.
+    #[arg(long, requires = "out")]
+    pub answer_polls: bool,
+    /// With --answer-polls: how long to wait at the end for the receiver to poll the last
+    /// frames before failing.
+    #[arg(long, default_value_t = 30)]
+    pub poll_wait_s: u64,
 }
 
 impl Args {
@@ -877,6 +891,11 @@ pub fn main_with(args: &Args) -> Result<Summary> {
             let client_id = format!("detector-sim-{}-{}", std::process::id(), spec.seed);
             Box::new(MqttSink::connect(url, topic, args.qos, &client_id)?)
         }
+        (None, Some(out)) if args.answer_polls => Box::new(PolledSink::open(
+            spec.protocol,
+            out,
+            Duration::from_secs(args.poll_wait_s),
+        )?),
         (None, Some(out)) => Box::new(StreamSink::open(spec.protocol, out, spec.lanes)?),
         (None, None) => bail!("give --out or --mqtt-url"),
     };

@@ -37,6 +37,22 @@ struct Case<'a> {
     /// The `[[serial]]` lines besides id, port and protocol.
     serial_extra: &'a str,
     sim_args: &'a [&'a str],
+    /// How long the daemon runs (`--for`).
+    run_for_s: u32,
+    /// detector-sim's `--pace`.
+    pace: &'a str,
+}
+
+impl Default for Case<'_> {
+    fn default() -> Self {
+        Self {
+            protocol: "",
+            serial_extra: "",
+            sim_args: &[],
+            run_for_s: 6,
+            pace: "max",
+        }
+    }
 }
 
 /// Runs the daemon on one pty end and detector-sim on the other; returns the exported
@@ -65,7 +81,14 @@ fn run_case(case: &Case<'_>) -> (Vec<Value>, Truth, String) {
     let spool = tmp.path().join("spool");
     let daemon = Command::new(env!("CARGO_BIN_EXE_ingest-daemon"))
         .env_remove("RUST_LOG")
-        .args(["run", "--for", "6", "--sim-start", START, "--config"])
+        .args([
+            "run",
+            "--for",
+            &case.run_for_s.to_string(),
+            "--sim-start",
+            START,
+            "--config",
+        ])
         .arg(&config)
         .arg("--spool-dir")
         .arg(&spool)
@@ -77,7 +100,7 @@ fn run_case(case: &Case<'_>) -> (Vec<Value>, Truth, String) {
     // Let the daemon open the port before the first byte arrives.
     thread::sleep(Duration::from_millis(1500));
     let truth_path = tmp.path().join("truth.csv");
-    run_ok(
+    let sim = run_ok(
         Command::new(env!("CARGO_BIN_EXE_detector-sim"))
             .args([
                 "--protocol",
@@ -87,7 +110,7 @@ fn run_case(case: &Case<'_>) -> (Vec<Value>, Truth, String) {
                 "--duration",
                 DURATION_S,
                 "--pace",
-                "max",
+                case.pace,
                 "--seed",
                 "7",
                 "--vehicles-per-hour",
@@ -100,7 +123,9 @@ fn run_case(case: &Case<'_>) -> (Vec<Value>, Truth, String) {
             .args(case.sim_args),
     );
     let out = daemon.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // The daemon's log, then the simulator's summary.
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&sim.stderr);
     assert!(out.status.success(), "daemon failed:\n{stderr}");
     let export = run_ok(
         Command::new(env!("CARGO_BIN_EXE_ingest-daemon"))
@@ -152,11 +177,16 @@ fn assert_matches(rows: &[Value], truth: &Truth, stderr: &str) {
 }
 
 fn decode_errors(stderr: &str) -> u64 {
-    let line = stderr
-        .lines()
-        .rfind(|l| l.contains("decode_errors="))
-        .unwrap();
-    let tail = line.split("decode_errors=").nth(1).unwrap();
+    number_after(stderr, "decode_errors=")
+}
+
+/// The number after the last `key` in `text` (the daemon's and detector-sim's summaries).
+fn number_after(text: &str, key: &str) -> u64 {
+    let tail = text
+        .rsplit(key)
+        .next()
+        .filter(|_| text.contains(key))
+        .unwrap_or_else(|| panic!("no {key} in:\n{text}"));
     tail.split(|c: char| !c.is_ascii_digit())
         .next()
         .unwrap()
@@ -177,6 +207,7 @@ fn ss125_interval_data_with_noise_matches_the_truth() {
             "--bad-checksum-every",
             "7",
         ],
+        ..Case::default()
     });
     assert_matches(&rows, &truth, &stderr);
     assert!(decode_errors(&stderr) > 0, "{stderr}");
@@ -188,6 +219,7 @@ fn ss125_active_events_match_the_truth() {
         protocol: "ss125",
         serial_extra: "address = 1\nlanes = { 0 = 1, 1 = 2 }",
         sim_args: &["--lanes", "2", "--ss125-events", "--garbage-every", "25"],
+        ..Case::default()
     });
     assert_matches(&rows, &truth, &stderr);
     assert!(decode_errors(&stderr) > 0, "{stderr}");
@@ -206,6 +238,7 @@ fn rtms_g4_vehicle_events_with_noise_match_the_truth() {
             "--bad-checksum-every",
             "30",
         ],
+        ..Case::default()
     });
     assert_matches(&rows, &truth, &stderr);
     assert!(decode_errors(&stderr) > 0, "{stderr}");
@@ -217,6 +250,7 @@ fn pems_lines_match_the_truth() {
         protocol: "pems",
         serial_extra: "lanes = { 1 = 1, 2 = 2 }",
         sim_args: &["--lanes", "2", "--garbage-every", "3"],
+        ..Case::default()
     });
     assert_matches(&rows, &truth, &stderr);
     assert!(decode_errors(&stderr) > 0, "{stderr}");
@@ -228,6 +262,7 @@ fn vlog_lines_match_the_truth() {
         protocol: "vlog",
         serial_extra: "lanes = { 1 = 1 }",
         sim_args: &["--lanes", "1"],
+        ..Case::default()
     });
     assert_matches(&rows, &truth, &stderr);
 }
@@ -245,7 +280,44 @@ fn ss105_interval_replies_with_noise_match_the_truth() {
             "--bad-checksum-every",
             "5",
         ],
+        ..Case::default()
     });
     assert_matches(&rows, &truth, &stderr);
     assert!(decode_errors(&stderr) > 0, "{stderr}");
+}
+
+/// The daemon as the poller: detector-sim answers each SS125 interval read with the frames
+/// due since the last poll, and repeats its latest interval when nothing is new; the
+/// repeats must not count twice.
+#[test]
+fn ss125_polled_by_the_daemon_matches_the_truth() {
+    let (rows, truth, stderr) = run_case(&Case {
+        protocol: "ss125",
+        serial_extra: "address = 1\npoll_period_ms = 100\nlanes = { 0 = 1, 1 = 2 }",
+        sim_args: &["--lanes", "2", "--answer-polls", "--garbage-every", "9"],
+        run_for_s: 8,
+        pace: "100x",
+    });
+    assert_matches(&rows, &truth, &stderr);
+    assert!(number_after(&stderr, "polls_answered=") > 10, "{stderr}");
+}
+
+/// As above for SS105 `XD` polls.
+#[test]
+fn ss105_polled_by_the_daemon_matches_the_truth() {
+    let (rows, truth, stderr) = run_case(&Case {
+        protocol: "ss105",
+        serial_extra: "address = 1\npoll_period_ms = 100\nlanes = { 1 = 1, 2 = 2 }",
+        sim_args: &[
+            "--lanes",
+            "2",
+            "--answer-polls",
+            "--bad-checksum-every",
+            "6",
+        ],
+        run_for_s: 8,
+        pace: "100x",
+    });
+    assert_matches(&rows, &truth, &stderr);
+    assert!(number_after(&stderr, "polls_answered=") > 10, "{stderr}");
 }

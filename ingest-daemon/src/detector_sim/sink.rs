@@ -31,6 +31,8 @@ pub struct Delivery {
     pub sent: u64,
     /// MQTT QoS 1: PUBACKs received. `None` where nothing acknowledges (streams, QoS 0).
     pub acknowledged: Option<u64>,
+    /// `--answer-polls`: polls answered. `None` where frames go out unsolicited.
+    pub polls_answered: Option<u64>,
 }
 
 /// An output of the simulator.
@@ -142,6 +144,7 @@ impl Sink for StreamSink {
         Ok(Delivery {
             sent: self.sent,
             acknowledged: None,
+            polls_answered: None,
         })
     }
 }
@@ -339,6 +342,7 @@ impl Sink for MqttSink {
         Ok(Delivery {
             sent: target,
             acknowledged,
+            polls_answered: None,
         })
     }
 }
