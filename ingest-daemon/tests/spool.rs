@@ -464,6 +464,10 @@ fn bound_evicts_raw_first_then_samples_and_counts() {
     drop(spool);
     let spool = Spool::open(dir.path(), config).unwrap();
     assert!(spool.total_bytes() <= 8 * MIB);
+    // The eviction totals outlive the process: `spool stat` still tells what was lost.
+    let reopened = spool.stat().unwrap();
+    assert_eq!(reopened.samples.eviction, stat.samples.eviction);
+    assert_eq!(reopened.raw.eviction, stat.raw.eviction);
 }
 
 #[test]

@@ -13,12 +13,12 @@
 //! Written as `cursor.tmp`, fsynced, renamed over `cursor`, then the directory is fsynced:
 //! a crash leaves either the old or the new cursor, never a mix.
 
-use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::fs;
+use std::io::ErrorKind;
 use std::path::Path;
 
 use super::error::SpoolError;
-use super::segment::sync_dir;
+use super::segment::replace_file;
 
 pub(crate) const CURSOR_FILE: &str = "cursor";
 pub(crate) const CURSOR_TEMP: &str = "cursor.tmp";
@@ -78,15 +78,7 @@ pub(crate) fn load(root: &Path) -> Result<Loaded, SpoolError> {
 }
 
 pub(crate) fn store(root: &Path, acked: u64) -> Result<(), SpoolError> {
-    let temp = root.join(CURSOR_TEMP);
-    let path = root.join(CURSOR_FILE);
-    let mut file = File::create(&temp).map_err(SpoolError::io("create cursor temp file", &temp))?;
-    file.write_all(&encode(acked))
-        .and_then(|()| file.sync_all())
-        .map_err(SpoolError::io("write cursor temp file", &temp))?;
-    drop(file);
-    fs::rename(&temp, &path).map_err(SpoolError::io("install cursor", &path))?;
-    sync_dir(root)
+    replace_file(root, CURSOR_FILE, CURSOR_TEMP, &encode(acked))
 }
 
 #[cfg(test)]

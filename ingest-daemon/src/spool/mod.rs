@@ -31,7 +31,8 @@
 //!
 //! The segment files of both classes together stay within `max_total_bytes`. An append that
 //! would exceed it removes whole segments, oldest first: raw segments while any raw data is
-//! left, then sample segments. Each eviction is counted per class and logged with one
+//! left, then sample segments. Each eviction is counted per class (the totals persist in
+//! `evictions.json`, see `evictions`) and logged with one
 //! `warn!` line; evicting samples not yet acknowledged upstream is counted as loss.
 //!
 //! # Recovery and fast open
@@ -61,6 +62,7 @@
 
 mod cursor;
 mod error;
+mod evictions;
 mod export;
 mod record;
 mod segment;
@@ -197,7 +199,7 @@ impl Record {
 }
 
 /// Segments removed to stay within the bound, per class.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct EvictionCounters {
     pub evicted_segments: u64,
     pub evicted_records: u64,
@@ -488,8 +490,11 @@ impl Spool {
             .fold(acked_seq.saturating_add(1), u64::max)
             .max(1);
 
-        let samples = build_class(&root, RecordClass::Sample, sample_segments, next_seq)?;
-        let raw = build_class(&root, RecordClass::Raw, raw_segments, next_seq)?;
+        let mut samples = build_class(&root, RecordClass::Sample, sample_segments, next_seq)?;
+        let mut raw = build_class(&root, RecordClass::Raw, raw_segments, next_seq)?;
+        let evicted = evictions::load(&root);
+        samples.eviction = evicted.sample;
+        raw.eviction = evicted.raw;
         segment::sync_dir(&root)?;
 
         let mut spool = Spool {
@@ -710,6 +715,14 @@ impl Spool {
         counters.evicted_records += removed.records;
         counters.evicted_bytes += removed.bytes;
         counters.evicted_unacked_records += unacked;
+        let totals = evictions::Totals {
+            sample: self.samples.eviction,
+            raw: self.raw.eviction,
+        };
+        if let Err(e) = evictions::store(&self.root, &totals) {
+            // The totals are a record for people; losing an update must not stop appends.
+            warn!(error = %e, "cannot store the eviction totals");
+        }
         if self
             .read_hint
             .is_some_and(|h| class == RecordClass::Sample && h.segment == removed.first_seq)

@@ -398,6 +398,25 @@ pub(crate) fn sync_dir(path: &Path) -> Result<(), SpoolError> {
         .map_err(SpoolError::io("fsync directory", path))
 }
 
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old or the new content, never
+/// a mix: write `dir/temp`, fsync, rename over `name`, fsync the directory.
+pub(crate) fn replace_file(
+    dir: &Path,
+    name: &str,
+    temp: &str,
+    bytes: &[u8],
+) -> Result<(), SpoolError> {
+    let temp = dir.join(temp);
+    let path = dir.join(name);
+    let mut file = File::create(&temp).map_err(SpoolError::io("create temp file", &temp))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(SpoolError::io("write temp file", &temp))?;
+    drop(file);
+    fs::rename(&temp, &path).map_err(SpoolError::io("install file", &path))?;
+    sync_dir(dir)
+}
+
 fn truncate(path: &Path, len: u64) -> Result<(), SpoolError> {
     OpenOptions::new()
         .write(true)
