@@ -6,7 +6,8 @@
 //! singleton sections in [`OVERRIDABLE_KEYS`] can be overridden; the source
 //! arrays (`[[serial]]`, ...) cannot. An override replaces the file's value or
 //! adds the key (and its table: `INGEST__UPLINK__DATABASE_URL` alone turns the
-//! uplink on). A variable that starts with `INGEST__` but names no overridable
+//! uplink on; a credential alone, `INGEST__UPLINK__PASSWORD` or
+//! `INGEST__UPLINK__PASSWORD_FILE`, does not and is then ignored). A variable that starts with `INGEST__` but names no overridable
 //! key is an error, so that a typo does not go unnoticed. Other variables are
 //! ignored, except `CREDENTIALS_DIRECTORY` (see `*_file` keys).
 
@@ -55,6 +56,11 @@ pub const OVERRIDABLE_KEYS: &[(&str, ValueKind)] = &[
     ("aggregation.max_clock_skew_s", ValueKind::Integer),
     ("http.listen", ValueKind::String),
 ];
+
+/// Overridable keys that only supply the uplink's credential: without an
+/// `[uplink]` table in the file or another `INGEST__UPLINK__*` override they are
+/// ignored rather than adding the table.
+pub const UPLINK_CREDENTIAL_KEYS: &[&str] = &["uplink.password", "uplink.password_file"];
 
 /// The variable name that overrides a dotted key: `http.listen` → `INGEST__HTTP__LISTEN`.
 pub fn variable_for_key(key: &str) -> String {

@@ -499,7 +499,16 @@ impl<'a> Loader<'a> {
     }
 
     fn apply_overrides<'e>(&mut self, root: &mut DeTable<'e>, overrides: Vec<Override<'e>>) {
+        // The packaged unit sets INGEST__UPLINK__PASSWORD_FILE on every box, with an
+        // uplink or without: a credential alone must not turn the uplink on.
+        let uplink_wanted = root.contains_key("uplink")
+            || overrides.iter().any(|o| {
+                o.key.starts_with("uplink.") && !env::UPLINK_CREDENTIAL_KEYS.contains(&o.key)
+            });
         for o in overrides {
+            if !uplink_wanted && env::UPLINK_CREDENTIAL_KEYS.contains(&o.key) {
+                continue;
+            }
             let parts: Vec<&'static str> = o.key.split('.').collect();
             let Some((last, parents)) = parts.split_last() else {
                 continue;

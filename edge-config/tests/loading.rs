@@ -229,6 +229,34 @@ fn environment_overrides_file_values_and_adds_sections() {
     assert_eq!(uplink.tls.mode, TlsMode::Require);
 }
 
+/// The packaged unit sets `INGEST__UPLINK__PASSWORD_FILE=%d/db-password` on every
+/// box: it feeds a configured uplink and is ignored on a box without one.
+#[test]
+fn a_credential_override_alone_does_not_turn_the_uplink_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().to_str().unwrap();
+    fs::write(dir.path().join("db-password"), format!("{SECRET}\n")).unwrap();
+    let unit_env = [
+        ("CREDENTIALS_DIRECTORY", creds),
+        ("INGEST__UPLINK__PASSWORD_FILE", "db-password"),
+    ];
+    assert!(load(BASE, &unit_env).unwrap().uplink.is_none());
+    assert!(
+        load(BASE, &[("INGEST__UPLINK__PASSWORD", SECRET)])
+            .unwrap()
+            .uplink
+            .is_none()
+    );
+
+    let text = format!("{BASE}[uplink]\ndatabase_url = \"postgres://edge@db/traffic\"\n");
+    let uplink = load(&text, &unit_env).unwrap().uplink.unwrap();
+    assert_eq!(uplink.password().unwrap().expose(), SECRET);
+    let mut with_url = unit_env.to_vec();
+    with_url.push(("INGEST__UPLINK__DATABASE_URL", "postgres://edge@db/traffic"));
+    let uplink = load(BASE, &with_url).unwrap().uplink.unwrap();
+    assert_eq!(uplink.password().unwrap().expose(), SECRET);
+}
+
 #[test]
 fn edge_id_may_come_only_from_the_environment() {
     let text = "[[simulated]]\nid = \"sim\"\n";
@@ -248,7 +276,13 @@ fn environment_problems_name_the_variable() {
         "env INGEST__AGGREGATION__INTERVAL_S: aggregation.interval_s: interval 45 s is not allowed (allowed: 30, 60, 300)"
     );
     assert_eq!(
-        err(BASE, &[("INGEST__UPLINK__PASSWORD", "x")]),
+        err(
+            BASE,
+            &[
+                ("INGEST__UPLINK__PASSWORD", "x"),
+                ("INGEST__UPLINK__TLS__MODE", "require")
+            ]
+        ),
         "env INGEST__UPLINK__PASSWORD: uplink.database_url: required key is missing"
     );
     assert_eq!(
