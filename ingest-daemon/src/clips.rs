@@ -26,7 +26,6 @@ use serde::Serialize;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::sources::camera::health::CameraHealth;
@@ -243,15 +242,13 @@ pub struct ClipWriter {
 }
 
 impl ClipWriter {
-    pub async fn run(mut self, stop: CancellationToken) {
+    /// Runs until every sender of jobs is gone (the cameras and the supervisor's), then
+    /// finishes the clips in progress.
+    pub async fn run(mut self) {
         let mut running = JoinSet::new();
-        if let Err(e) = tokio::fs::create_dir_all(&self.dir).await {
-            warn!(dir = %self.dir.display(), error = %e, "cannot create the clip directory");
-        }
         clean_temporaries(&self.dir).await;
         loop {
             tokio::select! {
-                () = stop.cancelled() => break,
                 job = self.jobs.recv() => match job {
                     Some(job) => {
                         let dir = self.dir.clone();
@@ -308,6 +305,9 @@ async fn write_job(mut job: ClipJob, dir: &Path, max_bytes: u64) {
 
 /// Writes one clip; returns its number of samples.
 async fn write_clip(job: &mut ClipJob, dir: &Path) -> anyhow::Result<usize> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = dir.join(format!(".{}.tmp", job.name));
     let result = write_clip_to(job, &tmp).await;
     match result {
@@ -316,7 +316,9 @@ async fn write_clip(job: &mut ClipJob, dir: &Path) -> anyhow::Result<usize> {
                 .await
                 .context("cannot rename the clip into place")?;
             let d = tokio::fs::File::open(dir).await?;
-            d.sync_all().await.context("cannot sync the clip directory")?;
+            d.sync_all()
+                .await
+                .context("cannot sync the clip directory")?;
             Ok(n)
         }
         Err(e) => {
@@ -350,17 +352,12 @@ async fn write_clip_to(job: &mut ClipJob, tmp: &Path) -> anyhow::Result<usize> {
             u64::try_from(job.end_ms - crate::clock::wall_now().timestamp_millis()).unwrap_or(0),
         )
         + FINALISE_GRACE;
-    loop {
-        match tokio::time::timeout_at(deadline, job.live.recv()).await {
-            Ok(Some(f)) => {
-                if table.sizes.is_empty() && !f.keyframe {
-                    continue;
-                }
-                table.add(&f, first_pts);
-                w.write_all(&f.data).await?;
-            }
-            Ok(None) | Err(_) => break,
+    while let Ok(Some(f)) = tokio::time::timeout_at(deadline, job.live.recv()).await {
+        if table.sizes.is_empty() && !f.keyframe {
+            continue;
         }
+        table.add(&f, first_pts);
+        w.write_all(&f.data).await?;
     }
     if job.abandoned.load(Ordering::Relaxed) {
         anyhow::bail!("abandoned: the writer fell behind the camera");
@@ -393,7 +390,8 @@ struct SampleTable {
 
 impl SampleTable {
     fn add(&mut self, f: &OwnedFrame, first_pts: i64) {
-        self.sizes.push(u32::try_from(f.data.len()).unwrap_or(u32::MAX));
+        self.sizes
+            .push(u32::try_from(f.data.len()).unwrap_or(u32::MAX));
         self.pts.push(f.pts_90k - first_pts);
         if f.keyframe {
             self.sync
@@ -420,7 +418,11 @@ impl SampleTable {
 
 fn mp4_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(body.len() + 8);
-    b.extend_from_slice(&u32::try_from(body.len() + 8).unwrap_or(u32::MAX).to_be_bytes());
+    b.extend_from_slice(
+        &u32::try_from(body.len() + 8)
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     b.extend_from_slice(kind);
     b.extend_from_slice(body);
     b
@@ -583,7 +585,11 @@ mod tests {
         std::fs::write(dir.path().join(".x.mp4.tmp"), b"partial").unwrap();
         assert_eq!(list(dir.path()).unwrap().len(), 3);
         assert_eq!(prune(dir.path(), 2000).unwrap(), 1);
-        let left: Vec<_> = list(dir.path()).unwrap().into_iter().map(|c| c.name).collect();
+        let left: Vec<_> = list(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         assert_eq!(left, vec!["b.mp4", "c.mp4"]);
     }
 

@@ -10,9 +10,9 @@
 //!   capped, jittered [`Backoff`] after failures and stops when the shutdown token fires.
 //!   One source failing never stops another.
 //!
-//! [`simulated`], [`serial`] and [`mqtt`] sources exist in this build; camera sources will
-//! be siblings of them.
+//! The [`simulated`], [`serial`], [`mqtt`] and [`camera`] (RTSP) sources exist in this build.
 
+pub mod camera;
 pub mod mqtt;
 pub mod serial;
 pub mod simulated;

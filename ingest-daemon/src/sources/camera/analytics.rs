@@ -172,25 +172,35 @@ mod tests {
 
     #[test]
     fn crossings_and_counter_steps_become_vehicles_on_their_lanes() {
-        let plan = plan(&camera(r#"{ "L1" = 1, "L2" = { lane = 2, detector_id = "other" } }"#))
-            .unwrap()
-            .unwrap();
+        let plan = plan(&camera(
+            r#"{ "L1" = 1, "L2" = { lane = 2, detector_id = "other" } }"#,
+        ))
+        .unwrap()
+        .unwrap();
         assert_eq!(plan.detectors.len(), 2);
         let mut a = Analytics::new(plan);
         let health = CameraHealth::default();
-        let mut doc = MetadataStream::default();
-        doc.events = vec![
-            rule(RuleEventKind::LineCrossed, "L1", None, false),
-            rule(RuleEventKind::LineCrossed, "unmapped", None, false),
-            rule(RuleEventKind::Counter, "L2", Some(10), true),
-        ];
+        let mut doc = MetadataStream {
+            events: vec![
+                rule(RuleEventKind::LineCrossed, "L1", None, false),
+                rule(RuleEventKind::LineCrossed, "unmapped", None, false),
+                rule(RuleEventKind::Counter, "L2", Some(10), true),
+            ],
+            ..MetadataStream::default()
+        };
         let mut out = Vec::new();
         a.events(&doc, &health, &mut out);
-        assert_eq!(out.iter().map(|(r, e)| (*r, e.lane)).collect::<Vec<_>>(), vec![(0, 1)]);
+        assert_eq!(
+            out.iter().map(|(r, e)| (*r, e.lane)).collect::<Vec<_>>(),
+            vec![(0, 1)]
+        );
         doc.events = vec![rule(RuleEventKind::Counter, "L2", Some(13), false)];
         out.clear();
         a.events(&doc, &health, &mut out);
-        assert_eq!(out.iter().map(|(r, e)| (*r, e.lane)).collect::<Vec<_>>(), vec![(1, 2); 3]);
+        assert_eq!(
+            out.iter().map(|(r, e)| (*r, e.lane)).collect::<Vec<_>>(),
+            vec![(1, 2); 3]
+        );
         // A counter that went back is a new baseline, not negative traffic.
         doc.events = vec![rule(RuleEventKind::Counter, "L2", Some(2), false)];
         out.clear();
@@ -202,22 +212,27 @@ mod tests {
     fn crossings_by_non_vehicles_are_not_counted() {
         let mut a = Analytics::new(plan(&camera(r#"{ "L1" = 1 }"#)).unwrap().unwrap());
         let health = CameraHealth::default();
-        let mut doc = MetadataStream::default();
         let mut crossing = rule(RuleEventKind::LineCrossed, "L1", None, false);
         crossing.object_id = Some("5".into());
-        doc.events = vec![crossing];
-        doc.frames = vec![codecs::onvif::AnalyticsFrame {
-            time: None,
-            objects: vec![TrackedObject {
-                id: "5".into(),
-                class: Some("Human".into()),
-                likelihood: None,
-                vehicle_type: None,
+        let doc = MetadataStream {
+            events: vec![crossing],
+            frames: vec![codecs::onvif::AnalyticsFrame {
+                time: None,
+                objects: vec![TrackedObject {
+                    id: "5".into(),
+                    class: Some("Human".into()),
+                    likelihood: None,
+                    vehicle_type: None,
+                }],
             }],
-        }];
+            ..MetadataStream::default()
+        };
         let mut out = Vec::new();
         a.events(&doc, &health, &mut out);
         assert!(out.is_empty());
-        assert_eq!(health.non_vehicle_crossings_total.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            health.non_vehicle_crossings_total.load(Ordering::Relaxed),
+            1
+        );
     }
 }

@@ -128,9 +128,10 @@ impl RateMeter {
         let elapsed = now.saturating_duration_since(self.started);
         if elapsed >= RATE_WINDOW {
             let secs = elapsed.as_secs_f64();
-            health
-                .fps_milli
-                .store((self.frames as f64 * 1000.0 / secs) as u64, Ordering::Relaxed);
+            health.fps_milli.store(
+                (self.frames as f64 * 1000.0 / secs) as u64,
+                Ordering::Relaxed,
+            );
             health
                 .bitrate_bps
                 .store((self.bytes as f64 * 8.0 / secs) as u64, Ordering::Relaxed);

@@ -27,8 +27,8 @@ use codecs::onvif::{self, MetadataEncoding};
 use edge_config::{CameraSource, Transport};
 use futures_util::StreamExt;
 use retina::client::{
-    Credentials, InitialTimestampPolicy, PlayOptions, SessionGroup, SessionOptions,
-    SetupOptions, TcpTransportOptions, TeardownPolicy, UdpTransportOptions,
+    Credentials, InitialTimestampPolicy, PlayOptions, SessionGroup, SessionOptions, SetupOptions,
+    TcpTransportOptions, TeardownPolicy, UdpTransportOptions,
 };
 use retina::codec::{CodecItem, ParametersRef, VideoFrame};
 use tokio::sync::mpsc;
@@ -214,13 +214,13 @@ impl Camera {
     }
 
     /// Waits (briefly) until the previous session of this camera is torn down.
-    async fn await_previous(&self) {
-        let status = self.group.stale_sessions();
+    async fn await_previous(group: Arc<SessionGroup>) {
+        let status = group.stale_sessions();
         if status.num_sessions == 0 {
             return;
         }
         let wait = async {
-            let _ = self.group.await_teardown().await;
+            let _ = group.await_teardown().await;
         };
         if tokio::time::timeout(TEARDOWN_WAIT, wait).await.is_err() {
             debug!(
@@ -249,8 +249,10 @@ impl Camera {
         if key {
             h.keyframes_total.fetch_add(1, Ordering::Relaxed);
             if let Some(prev) = self.last_keyframe_ms {
-                h.keyframe_interval_ms
-                    .store(u64::try_from(wall_ms - prev).unwrap_or(0), Ordering::Relaxed);
+                h.keyframe_interval_ms.store(
+                    u64::try_from(wall_ms - prev).unwrap_or(0),
+                    Ordering::Relaxed,
+                );
             }
             self.last_keyframe_ms = Some(wall_ms);
         }
@@ -279,10 +281,7 @@ impl Camera {
             }
         };
         h.metadata_documents_total.fetch_add(1, Ordering::Relaxed);
-        let triggered = doc
-            .events
-            .iter()
-            .any(|e| self.clip_rules.iter().any(|r| *r == e.rule));
+        let triggered = doc.events.iter().any(|e| self.clip_rules.contains(&e.rule));
         if let Some((analytics, rings)) = self.analytics.as_mut() {
             let mut out = Vec::new();
             analytics.events(&doc, h, &mut out);
@@ -321,7 +320,9 @@ impl Camera {
         let (job, active) = clips::job(&self.id, spec, entry, pre, Arc::clone(&self.health));
         let name = job.name.clone();
         if self.clip_jobs.try_send(job).is_err() {
-            self.health.clip_failures_total.fetch_add(1, Ordering::Relaxed);
+            self.health
+                .clip_failures_total
+                .fetch_add(1, Ordering::Relaxed);
             bail!("the clip writer is busy");
         }
         self.active.push(active);
@@ -340,7 +341,7 @@ impl Camera {
     }
 
     async fn session(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        self.await_previous().await;
+        Self::await_previous(Arc::clone(&self.group)).await;
         let options = SessionOptions::default()
             .creds(self.creds.clone())
             .session_group(Arc::clone(&self.group))
@@ -355,9 +356,7 @@ impl Camera {
         let streams = session.streams();
         let video = streams
             .iter()
-            .position(|s| {
-                s.media() == "video" && matches!(s.encoding_name(), "h264" | "h265")
-            })
+            .position(|s| s.media() == "video" && matches!(s.encoding_name(), "h264" | "h265"))
             .ok_or_else(|| anyhow!("the camera offers no H.264 or H.265 video stream"))?;
         let meta = if self.metadata {
             streams.iter().enumerate().find_map(|(i, s)| {
@@ -386,7 +385,8 @@ impl Camera {
         }
         let playing = handshake(
             shutdown,
-            session.play(PlayOptions::default().initial_timestamp(InitialTimestampPolicy::Permissive)),
+            session
+                .play(PlayOptions::default().initial_timestamp(InitialTimestampPolicy::Permissive)),
         )
         .await?
         .context("PLAY failed")?;

@@ -240,12 +240,18 @@ mod tests {
     #[test]
     fn frames_of_varying_sizes_never_corrupt_each_other() {
         let mut ring = VideoRing::new(4000, 60_000);
-        let data = |i: i64| vec![u8::try_from(i % 251).unwrap(); usize::try_from(1 + (i * 7919) % 900).unwrap()];
+        let data = |i: i64| {
+            vec![u8::try_from(i % 251).unwrap(); usize::try_from(1 + (i * 7919) % 900).unwrap()]
+        };
         for i in 0..2000 {
             ring.push(i * 40, i * 3600, i % 10 == 0, &data(i));
             for f in &ring.frames {
                 let j = f.wall_ms / 40;
-                assert_eq!(ring.slice(f.range.0..f.range.1), &data(j)[..], "frame {j} after {i}");
+                assert_eq!(
+                    ring.slice(f.range.0..f.range.1),
+                    &data(j)[..],
+                    "frame {j} after {i}"
+                );
             }
             assert!(ring.used() <= 4000);
         }
