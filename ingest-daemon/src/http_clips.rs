@@ -142,8 +142,16 @@ async fn download(State(s): State<OpsState>, Path(name): Path<String>) -> Respon
     // Streamed: a clip may be far larger than what should sit in memory.
     match tokio::fs::File::open(dir.join(&name)).await {
         Ok(file) => {
+            let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
             let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
-            ([(header::CONTENT_TYPE, "video/mp4")], body).into_response()
+            (
+                [
+                    (header::CONTENT_TYPE, "video/mp4".to_owned()),
+                    (header::CONTENT_LENGTH, len.to_string()),
+                ],
+                body,
+            )
+                .into_response()
         }
         Err(_) => error(StatusCode::NOT_FOUND, "no such clip"),
     }

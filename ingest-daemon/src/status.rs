@@ -97,6 +97,31 @@ pub struct SourceView {
     pub errors_total: u64,
     #[serde(default)]
     pub events_total: u64,
+    /// Stream health, for cameras.
+    #[serde(default)]
+    pub camera: Option<CameraStatus>,
+}
+
+/// A camera's stream health as `/health` reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CameraStatus {
+    pub up: bool,
+    #[serde(default)]
+    pub fps: f64,
+    #[serde(default)]
+    pub bitrate_kbps: f64,
+    pub keyframe_interval_s: Option<f64>,
+    pub last_frame_age_s: Option<f64>,
+    #[serde(default)]
+    pub reconnects: u64,
+    #[serde(default)]
+    pub rtp_lost_total: u64,
+    #[serde(default)]
+    pub timestamp_jumps_total: u64,
+    #[serde(default)]
+    pub ring_seconds: f64,
+    #[serde(default)]
+    pub clips_total: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +204,24 @@ pub fn summary(addr: SocketAddr, h: &Health, uplink: Option<&str>) -> String {
             line.push_str(", backing off before reconnecting");
         }
         let _ = writeln!(out, "{line}");
+        if let Some(c) = &s.camera {
+            let _ = writeln!(
+                out,
+                "  video: {}, {:.1} fps, {:.0} kbit/s, keyframe every {}, last frame {}, \
+                 {} reconnects, {} RTP packets lost, {} timestamp jumps, {:.0} s in the ring, {} clips",
+                if c.up { "up" } else { "DOWN" },
+                c.fps,
+                c.bitrate_kbps,
+                c.keyframe_interval_s
+                    .map_or_else(|| "-".to_owned(), |k| format!("{k:.1} s")),
+                ago(c.last_frame_age_s, "never"),
+                c.reconnects,
+                c.rtp_lost_total,
+                c.timestamp_jumps_total,
+                c.ring_seconds,
+                c.clips_total
+            );
+        }
     }
     match &h.spool {
         Some(sp) => {

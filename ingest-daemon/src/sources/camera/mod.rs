@@ -55,6 +55,8 @@ const MAX_TIMESTAMP_DRIFT_MS: i64 = 2000;
 /// Seconds of video beyond the pre-event window the ring has room for, so that it can reach
 /// back to the keyframe before the window.
 pub const RING_MARGIN_S: u32 = 10;
+/// Cap of the retry delay of a camera.
+pub const CAMERA_BACKOFF_MAX: Duration = Duration::from_secs(4);
 /// How often the task marks its lanes alive and publishes ring figures.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -471,6 +473,12 @@ async fn handshake<T>(
 impl Source for Camera {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    /// A camera is video evidence: it must be back within seconds of the camera (or the
+    /// network) coming back, and a retry every few seconds costs one `DESCRIBE`.
+    fn backoff_max(&self) -> Duration {
+        CAMERA_BACKOFF_MAX
     }
 
     async fn run_once(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
