@@ -38,6 +38,8 @@ pub const CLIP_FRAME_QUEUE: usize = 2048;
 pub const CLIP_JOB_QUEUE: usize = 16;
 /// A clip whose camera went silent is finalised this long after its end.
 pub const FINALISE_GRACE: Duration = Duration::from_millis(1000);
+/// How long `clip --wait` assumes the post-roll is when not told: the largest allowed.
+pub const MAX_WAIT_POST_S: u32 = edge_config::schema::MAX_POST_EVENT_S;
 /// MP4 timescale: the 90 kHz of RTP video.
 const TIMESCALE: u32 = 90_000;
 

@@ -33,15 +33,28 @@ pub struct HttpAnswer {
 /// `GET path` on `addr`. `Ok(None)` when nothing accepts the connection in time (no daemon);
 /// `Err` when something accepts but the exchange fails or is not HTTP.
 pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<Option<HttpAnswer>> {
+    http_request(addr, "GET", path, None)
+}
+
+/// `method path` on `addr` with an optional JSON body; as [`http_get`].
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> io::Result<Option<HttpAnswer>> {
     let mut stream = match TcpStream::connect_timeout(&addr, TIMEOUT) {
         Ok(s) => s,
         Err(_) => return Ok(None),
     };
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
+    let body = json.unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )?;
     let mut raw = Vec::new();
     stream.take(MAX_RESPONSE).read_to_end(&mut raw)?;

@@ -379,6 +379,30 @@ fn a_clip_with_pre_and_post_roll_is_a_playable_mp4() {
     let (code, answer) = common::http_post(edge.port, "/clips", r#"{"camera":"nope"}"#).unwrap();
     assert_eq!(code, 404);
     assert!(answer.contains("camera"), "{answer}");
+
+    // The CLI asks the same API and waits for the file.
+    let out = Command::new(env!("CARGO_BIN_EXE_ingest-daemon"))
+        .args([
+            "clip", "cam-clip", "--pre", "2", "--post", "1", "--wait", "--config",
+        ])
+        .arg(edge.dir.path().join("edge.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(printed.exists(), "{}", printed.display());
+    let short: f64 = ffprobe(&printed, "format=duration").parse().unwrap();
+    assert!((short - 3.0).abs() <= gop_s + 0.1, "duration {short}");
+    let out = Command::new(env!("CARGO_BIN_EXE_ingest-daemon"))
+        .args(["clip", "no-such-camera", "--config"])
+        .arg(edge.dir.path().join("edge.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
@@ -411,4 +435,44 @@ fn onvif_metadata_becomes_volumes_per_lane() {
         "{}",
         edge.log()
     );
+}
+
+#[test]
+fn credentials_open_the_stream_and_never_reach_the_log() {
+    let server = RtspServer::builder()
+        .credentials("ingest", "s3cret-camera-pw")
+        .start();
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("camera-password");
+    std::fs::write(&pw_file, "s3cret-camera-pw\n").unwrap();
+    let cameras = [
+        camera(
+            "cam-auth",
+            &server.url("h264"),
+            &format!(
+                "username = \"ingest\"\npassword_file = \"{}\"",
+                pw_file.display()
+            ),
+        ),
+        camera(
+            "cam-wrong",
+            &server.url("h264b"),
+            "username = \"ingest\"\npassword = \"wrong-pw-123\"",
+        ),
+    ]
+    .concat();
+    let edge = Edge::start(&cameras);
+    edge.wait_up("cam-auth");
+    edge.wait("cam-wrong refused twice", Duration::from_secs(20), || {
+        metric_value(
+            &edge.metrics(),
+            "ingest_source_session_errors_total{source=\"cam-wrong\",kind=\"camera\"}",
+        )
+        .is_some_and(|n| n >= 2.0)
+    });
+    assert_eq!(edge.camera("ingest_camera_up", "cam-wrong"), Some(0.0));
+    let log = edge.log();
+    assert!(log.contains("cam-wrong"), "{log}");
+    assert!(!log.contains("s3cret-camera-pw"), "{log}");
+    assert!(!log.contains("wrong-pw-123"), "{log}");
 }

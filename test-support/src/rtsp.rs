@@ -46,6 +46,12 @@ impl Default for RtspServerBuilder {
 }
 
 impl RtspServerBuilder {
+    /// Requires basic authentication with this user and password.
+    pub fn credentials(mut self, user: &str, password: &str) -> Self {
+        self.credentials = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
     pub fn start(self) -> RtspServer {
         RtspServer::start_with(self)
     }
