@@ -181,8 +181,11 @@ pub fn check_supported(config: &Config) -> anyhow::Result<()> {
             refused.push(format!("mqtt[{i}] {:?}: {e}", s.id));
         }
     }
-    for s in &config.camera {
+    for (i, s) in config.camera.iter().enumerate() {
         camera::analytics::plan(s)?;
+        if s.url.scheme() != "rtsp" {
+            refused.push(format!("camera[{i}] {:?}: rtsps:// (RTSP over TLS)", s.id));
+        }
     }
     if !refused.is_empty() {
         bail!(
