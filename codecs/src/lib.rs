@@ -12,6 +12,8 @@
 //!   binary), [`ss105`] (Wavetronix SS105 ASCII), [`rtms`] (RTMS G4), the text formats
 //!   [`vlog`] (IRIS per-vehicle logs) and [`pems`] (PeMS 30-second CSV), and [`mqtt`]
 //!   (JSON payloads: the project's own per-vehicle events and FIWARE `TrafficFlowObserved`).
+//! - [`onvif`]: ONVIF analytics `tt:MetadataStream` documents (line crossings, counters,
+//!   object tracks) as cameras send them over RTSP, gzipped or not.
 //!
 //! Nothing here does I/O, spawns or reads a clock; nothing panics on any input.
 #![cfg_attr(
@@ -25,6 +27,7 @@ pub mod stream;
 
 pub mod ft12;
 pub mod mqtt;
+pub mod onvif;
 pub mod pems;
 pub mod rtms;
 pub mod ss105;

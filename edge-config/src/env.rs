@@ -55,6 +55,8 @@ pub const OVERRIDABLE_KEYS: &[(&str, ValueKind)] = &[
     ("aggregation.allowed_lateness_s", ValueKind::Integer),
     ("aggregation.max_clock_skew_s", ValueKind::Integer),
     ("http.listen", ValueKind::String),
+    ("clips.dir", ValueKind::String),
+    ("clips.max_bytes", ValueKind::Size),
 ];
 
 /// Overridable keys that only supply the uplink's credential: without an

@@ -49,9 +49,9 @@ pub use lanes::{DeviceLane, LaneMap, LaneMapping, MAX_ROAD_LANE};
 pub use load::{FileAccess, HostFiles};
 pub use path::{KeyPath, Segment};
 pub use schema::{
-    Aggregation, CameraSource, Config, Http, LaneNumbering, Location, MqttSource, MqttTopic, Node,
-    Parity, PayloadFormat, Protocol, SerialSource, SimulatedSource, Spool, TlsMode, Transport,
-    Uplink, UplinkTls,
+    Aggregation, CameraSource, Clips, Config, Http, LaneNumbering, Location, MqttSource, MqttTopic,
+    Node, Parity, PayloadFormat, Protocol, SerialSource, SimulatedSource, Spool, TlsMode,
+    Transport, Uplink, UplinkTls,
 };
 pub use secret::{REDACTED, Secret};
 pub use size::ByteSize;

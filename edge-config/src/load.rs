@@ -49,9 +49,10 @@ impl FileAccess for HostFiles {
     }
 }
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "node",
     "spool",
+    "clips",
     "uplink",
     "aggregation",
     "http",
@@ -408,6 +409,7 @@ impl<'a> Loader<'a> {
             uplink: None,
             aggregation: Aggregation::default(),
             http: Http::default(),
+            clips: Clips::default(),
             serial: Vec::new(),
             mqtt: Vec::new(),
             camera: Vec::new(),
@@ -438,6 +440,7 @@ impl<'a> Loader<'a> {
                 "spool" => self.single_into(section, value, &mut config.spool),
                 "aggregation" => self.single_into(section, value, &mut config.aggregation),
                 "http" => self.single_into(section, value, &mut config.http),
+                "clips" => self.single_into(section, value, &mut config.clips),
                 "uplink" => self.single(section, value, &mut config.uplink),
                 "serial" => self.array(section, value, &mut config.serial, &mut origins.serial),
                 "mqtt" => self.array(section, value, &mut config.mqtt, &mut origins.mqtt),

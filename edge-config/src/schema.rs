@@ -32,6 +32,8 @@ pub struct Config {
     pub aggregation: Aggregation,
     /// Default: every key at its default. `[http]`.
     pub http: Http,
+    /// Default: every key at its default. `[clips]`: where camera clips go.
+    pub clips: Clips,
     /// Default: none. `[[serial]]`: serial-line detectors.
     pub serial: Vec<SerialSource>,
     /// Default: none. `[[mqtt]]`: MQTT brokers with sensor topics.
@@ -175,6 +177,41 @@ impl Spool {
     /// `fsync_interval_ms` as a duration.
     pub fn fsync_interval(&self) -> Duration {
         Duration::from_millis(self.fsync_interval_ms)
+    }
+}
+
+// ---------------------------------------------------------------- [clips]
+
+/// Default `clips.dir`.
+pub const DEFAULT_CLIPS_DIR: &str = "/var/lib/ingest-daemon/clips";
+
+/// `[clips]`: incident clips of the cameras.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Clips {
+    /// Default: `"/var/lib/ingest-daemon/clips"`. Directory of the MP4 clips;
+    /// must be an absolute path.
+    #[serde(default = "default_clips_dir")]
+    pub dir: PathBuf,
+    /// Default: `"2GiB"`. Disk space the clips may use; the oldest clips are
+    /// removed first. At least 16 MiB.
+    #[serde(default = "default_clips_max_bytes")]
+    pub max_bytes: ByteSize,
+}
+
+fn default_clips_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_CLIPS_DIR)
+}
+fn default_clips_max_bytes() -> ByteSize {
+    ByteSize::gib(2)
+}
+
+impl Default for Clips {
+    fn default() -> Self {
+        Self {
+            dir: default_clips_dir(),
+            max_bytes: default_clips_max_bytes(),
+        }
     }
 }
 
@@ -714,6 +751,19 @@ pub struct CameraSource {
     /// vehicles from it; needs `lanes`.
     #[serde(default)]
     pub metadata: bool,
+    /// Default: `8000`. Highest video bitrate expected, kbit/s, 100 ..= 100000.
+    /// Sizes the pre-event ring, allocated at start:
+    /// `max_bitrate_kbps / 8 × (pre_event_s + 10)` bytes.
+    #[serde(default = "default_max_bitrate_kbps")]
+    pub max_bitrate_kbps: u32,
+    /// Default: `10`. Seconds without a frame after which the camera is
+    /// reported down and its session restarted, 2 ..= 300.
+    #[serde(default = "default_down_after_s")]
+    pub down_after_s: u32,
+    /// Default: none. ONVIF rule names whose events start a clip (one at a
+    /// time per camera); needs `metadata = true`.
+    #[serde(default)]
+    pub clip_rules: Vec<String>,
     /// Default: the camera `id`. Detector id for lanes whose entry sets none.
     #[serde(default)]
     pub detector_id: Option<String>,
@@ -727,6 +777,12 @@ fn default_pre_event_s() -> u32 {
     10
 }
 fn default_post_event_s() -> u32 {
+    10
+}
+fn default_max_bitrate_kbps() -> u32 {
+    8000
+}
+fn default_down_after_s() -> u32 {
     10
 }
 

@@ -8,6 +8,7 @@ use url::Url;
 use crate::lanes::{DeviceLane, LaneMap, MAX_ROAD_LANE};
 use crate::path::KeyPath;
 use crate::schema::*;
+use crate::size::ByteSize;
 
 /// One semantic problem, before it is given a file position.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +90,7 @@ impl Config {
         let mut out = Issues::default();
         self.check_node(&mut out);
         self.check_spool(&mut out);
+        self.check_clips(&mut out);
         if let Some(uplink) = &self.uplink {
             check_uplink(uplink, &mut out);
         }
@@ -163,6 +165,22 @@ impl Config {
                     format!("longitude {} is outside -180 to 180", loc.lon),
                 );
             }
+        }
+    }
+
+    fn check_clips(&self, out: &mut Issues) {
+        let base = KeyPath::root().key("clips");
+        if !self.clips.dir.is_absolute() {
+            out.push(
+                base.key("dir"),
+                format!("{:?} must be an absolute path", self.clips.dir),
+            );
+        }
+        if self.clips.max_bytes < ByteSize::mib(16) {
+            out.push(
+                base.key("max_bytes"),
+                format!("{} is below the minimum of 16MiB", self.clips.max_bytes),
+            );
         }
     }
 
@@ -925,6 +943,24 @@ fn check_camera(c: &CameraSource, base: &KeyPath, out: &mut Issues) {
                 "{} is above the maximum of {MAX_POST_EVENT_S}",
                 c.post_event_s
             ),
+        );
+    }
+    if !(100..=100_000).contains(&c.max_bitrate_kbps) {
+        out.push(
+            base.key("max_bitrate_kbps"),
+            format!("{} is outside 100 to 100000", c.max_bitrate_kbps),
+        );
+    }
+    if !(2..=300).contains(&c.down_after_s) {
+        out.push(
+            base.key("down_after_s"),
+            format!("{} is outside 2 to 300", c.down_after_s),
+        );
+    }
+    if !c.clip_rules.is_empty() && !c.metadata {
+        out.push(
+            base.key("clip_rules"),
+            "clip rules are ONVIF analytics rules: they need metadata = true",
         );
     }
     check_detector_id(base, c.detector_id.as_ref(), out);

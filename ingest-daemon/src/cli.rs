@@ -63,6 +63,34 @@ pub enum Command {
     Status(StatusArgs),
     /// Look into the spool (stop the daemon first: the spool is one process at a time).
     Spool(SpoolArgs),
+    /// Ask the running daemon for a clip of a camera (through its local API).
+    ///
+    /// Prints the clip's file name (under clips.dir); with --wait, waits until it is
+    /// finalised and prints its path. Exits 0 when the clip was started (and, with --wait,
+    /// written), 1 when refused, 3 when no daemon answers.
+    Clip(ClipArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClipArgs {
+    /// The camera's source id.
+    pub camera: String,
+    /// Configuration file whose [http] listen and clips.dir to use [default: the built-in
+    /// demo configuration].
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The moment of interest (RFC 3339) [default: now].
+    #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+    pub at: Option<DateTime<Utc>>,
+    /// Seconds before it [default and maximum: the camera's pre_event_s].
+    #[arg(long, value_name = "SECONDS")]
+    pub pre: Option<u32>,
+    /// Seconds after it [default: the camera's post_event_s].
+    #[arg(long, value_name = "SECONDS")]
+    pub post: Option<u32>,
+    /// Wait until the clip is written, then print its path.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Debug, Args)]
@@ -192,7 +220,9 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 pub fn main(cli: Cli, env: Vec<(String, String)>) -> ExitCode {
     let default_log = match cli.command {
         Command::Run(_) => "info",
-        Command::CheckConfig(_) | Command::Status(_) | Command::Spool(_) => "warn",
+        Command::CheckConfig(_) | Command::Status(_) | Command::Spool(_) | Command::Clip(_) => {
+            "warn"
+        }
     };
     init_logging(&env, default_log, cli.log_format);
     let result = match cli.command {
@@ -200,6 +230,7 @@ pub fn main(cli: Cli, env: Vec<(String, String)>) -> ExitCode {
         Command::CheckConfig(args) => cmd_check_config(args, &env),
         Command::Status(args) => cmd_status(args, &env),
         Command::Spool(args) => cmd_spool(args, &env),
+        Command::Clip(args) => cmd_clip(args, &env),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -463,6 +494,50 @@ pub fn config_summary(loaded: &LoadedConfig) -> String {
         let _ = writeln!(s, "note: `run` would refuse it: {e}");
     }
     s
+}
+
+fn cmd_clip(args: ClipArgs, env: &[(String, String)]) -> anyhow::Result<u8> {
+    let Some(loaded) = load_or_report(args.config.as_deref(), env, &HostFiles) else {
+        return Ok(1);
+    };
+    let addr = loaded.config.http.listen;
+    let body = serde_json::json!({
+        "camera": args.camera,
+        "at": args.at,
+        "pre_s": args.pre,
+        "post_s": args.post,
+    })
+    .to_string();
+    let answer = crate::status::http_request(addr, "POST", "/clips", Some(&body))
+        .with_context(|| format!("something answers on {addr}, but not as ingest-daemon"))?;
+    let Some(answer) = answer else {
+        eprintln!("{}", crate::status::not_running(addr));
+        return Ok(crate::status::EXIT_NOT_RUNNING);
+    };
+    let reply: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+    if answer.code != 202 {
+        let why = reply["error"].as_str().unwrap_or("refused");
+        eprintln!("ingest-daemon: no clip (HTTP {}): {why}", answer.code);
+        return Ok(1);
+    }
+    let name = reply["clip"].as_str().unwrap_or_default().to_owned();
+    if !args.wait {
+        println!("{name}");
+        return Ok(0);
+    }
+    let path = loaded.config.clips.dir.join(&name);
+    // The clip is due after its post-roll plus the writer's grace; allow as much again.
+    let post = args.post.unwrap_or(crate::clips::MAX_WAIT_POST_S);
+    let deadline = std::time::Instant::now() + Duration::from_secs(u64::from(post) * 2 + 10);
+    while std::time::Instant::now() < deadline {
+        if path.exists() {
+            println!("{}", path.display());
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("ingest-daemon: clip {name} not written in time (see the daemon's log)");
+    Ok(1)
 }
 
 fn cmd_status(args: StatusArgs, env: &[(String, String)]) -> anyhow::Result<u8> {

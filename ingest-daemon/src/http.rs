@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::wall_now;
 use crate::counters::PipelineCounters;
+pub use crate::http_clips::ClipApi;
 use crate::metrics::{self, SourceList, Status};
 
 /// What the handlers read.
@@ -21,6 +22,8 @@ use crate::metrics::{self, SourceList, Status};
 pub struct OpsState {
     pub counters: Arc<PipelineCounters>,
     pub sources: SourceList,
+    /// Cameras' clip triggers and the clip directory.
+    pub clips: ClipApi,
 }
 
 /// The router: `/metrics` and `/health`.
@@ -28,6 +31,7 @@ pub fn app(state: OpsState) -> Router {
     Router::new()
         .route("/metrics", get(get_metrics))
         .route("/health", get(get_health))
+        .merge(crate::http_clips::router())
         .with_state(state)
 }
 
@@ -98,6 +102,7 @@ mod tests {
         let state = OpsState {
             counters: Arc::default(),
             sources: SourceList::default(),
+            clips: ClipApi::default(),
         };
         // Nothing has beaten: the pipeline counts as stalled.
         let r = get(state.clone(), "/health").await;

@@ -10,6 +10,7 @@
 //! - [`sources`]: the source loop with backoff, the rings, the [`sources::simulated`]
 //!   source, the [`sources::serial`] source (serial-line detectors) and the [`sources::mqtt`]
 //!   source (PUBACK only once durable in the spool).
+//! - [`clips`]: incident clips of the cameras (MP4, crash-safe, disk-bounded).
 //! - [`pipeline`]: the aggregator task and the spool writer task.
 //! - [`shutdown`]: signals, stop reasons, the drain deadline.
 //! - [`clock`]: the pipeline clock (scaled for demos).
@@ -28,11 +29,13 @@
 
 pub mod aggregate;
 pub mod cli;
+pub mod clips;
 pub mod clock;
 pub mod counters;
 pub mod detector_sim;
 pub mod display;
 pub mod http;
+pub mod http_clips;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

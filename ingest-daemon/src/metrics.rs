@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::aggregate::DetectorHealth;
 use crate::counters::{DECODE_ERROR_TYPES, PipelineCounters, SourceCounters};
+use crate::sources::camera::health::{CameraHealth, CameraView};
 use crate::spool::ClassStat;
 
 /// A pipeline task that has not beaten for this long is considered stalled (`/health`
@@ -32,6 +33,8 @@ pub struct SourceEntry {
     /// `serial`, `mqtt`, `camera` or `simulated`.
     pub kind: &'static str,
     pub counters: Arc<SourceCounters>,
+    /// Stream health, for cameras.
+    pub camera: Option<Arc<CameraHealth>>,
 }
 
 /// The sources currently running; the supervisor updates it on reload.
@@ -195,6 +198,8 @@ pub fn render(c: &PipelineCounters, sources: &[SourceEntry], now: DateTime<Utc>)
         o.sample(name, &[("source", &s.id), ("kind", s.kind)], u8::from(up));
     }
 
+    render_cameras(&mut o, sources, now);
+
     let agg = c.aggregator_stats();
     let global: [(&str, &str, &str, u64); 5] = [
         (
@@ -294,6 +299,152 @@ pub fn render(c: &PipelineCounters, sources: &[SourceEntry], now: DateTime<Utc>)
     o.text
 }
 
+/// (name, type, help, figure) of a per-camera metric.
+type PerCamera = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&CameraHealth) -> f64,
+);
+
+/// Stream health of the cameras, labelled by source id.
+fn render_cameras(o: &mut Out, sources: &[SourceEntry], now: DateTime<Utc>) {
+    let cameras: Vec<(&str, &CameraHealth, &SourceCounters)> = sources
+        .iter()
+        .filter_map(|s| {
+            s.camera
+                .as_deref()
+                .map(|h| (s.id.as_str(), h, &*s.counters))
+        })
+        .collect();
+    if cameras.is_empty() {
+        return;
+    }
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let per_camera: [PerCamera; 14] = [
+        (
+            "ingest_camera_fps",
+            "gauge",
+            "Video frames per second over the last 2 s.",
+            |h| h.fps_milli.load(Ordering::Relaxed) as f64 / 1000.0,
+        ),
+        (
+            "ingest_camera_bitrate_bits_per_second",
+            "gauge",
+            "Video bitrate over the last 2 s.",
+            |h| h.bitrate_bps.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_keyframe_interval_seconds",
+            "gauge",
+            "Wall time between the last two keyframes.",
+            |h| h.keyframe_interval_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        ),
+        (
+            "ingest_camera_keyframes_total",
+            "counter",
+            "Keyframes received.",
+            |h| h.keyframes_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_rtp_lost_packets_total",
+            "counter",
+            "RTP packets lost before reaching the box.",
+            |h| h.rtp_lost_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_timestamp_jumps_total",
+            "counter",
+            "RTP timestamp jumps and resets (each starts a new timeline).",
+            |h| h.timestamp_jumps_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_live_sessions",
+            "gauge",
+            "RTSP sessions playing (0 or 1).",
+            |h| h.live_sessions.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_metadata_documents_total",
+            "counter",
+            "ONVIF metadata documents parsed.",
+            |h| h.metadata_documents_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_metadata_errors_total",
+            "counter",
+            "ONVIF metadata documents refused.",
+            |h| h.metadata_errors_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_clips_total",
+            "counter",
+            "Clips written.",
+            |h| h.clips_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_clip_failures_total",
+            "counter",
+            "Clips not written (writer behind, disk error, no video).",
+            |h| h.clip_failures_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_ring_capacity_bytes",
+            "gauge",
+            "Bytes allocated for the pre-event video ring.",
+            |h| h.ring_capacity_bytes.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_ring_used_bytes",
+            "gauge",
+            "Bytes of video in the pre-event ring.",
+            |h| h.ring_used_bytes.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_ring_seconds",
+            "gauge",
+            "Seconds of video in the pre-event ring.",
+            |h| h.ring_span_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        ),
+    ];
+    for (name, kind, help, pick) in per_camera {
+        o.header(name, kind, help);
+        for (id, h, _) in &cameras {
+            o.sample(name, &[("source", id)], pick(h));
+        }
+    }
+    let now_ms = now.timestamp_millis();
+    let name = "ingest_camera_reconnects_total";
+    o.header(name, "counter", "Sessions started after the first.");
+    for (id, _, c) in &cameras {
+        o.sample(
+            name,
+            &[("source", id)],
+            load(&c.sessions_total).max(1.0) - 1.0,
+        );
+    }
+    let name = "ingest_camera_last_frame_age_seconds";
+    o.header(
+        name,
+        "gauge",
+        "Wall time since the last video frame (absent before the first).",
+    );
+    for (id, h, _) in &cameras {
+        if let Some(ms) = h.last_frame_age_ms(now_ms) {
+            o.sample(name, &[("source", id)], ms as f64 / 1000.0);
+        }
+    }
+    let name = "ingest_camera_up";
+    o.header(
+        name,
+        "gauge",
+        "1 while the camera's last frame is younger than its down_after_s.",
+    );
+    for (id, h, _) in &cameras {
+        o.sample(name, &[("source", id)], u8::from(!h.is_down(now_ms)));
+    }
+}
+
 /// Detector health flags, labelled by site and detector (both from the configuration).
 fn render_detectors(o: &mut Out, detectors: &[DetectorHealth]) {
     let flags: [DetectorFlag; 4] = [
@@ -379,6 +530,9 @@ pub struct SourceHealth {
     pub consecutive_errors: u64,
     pub errors_total: u64,
     pub events_total: u64,
+    /// Stream health, for cameras.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub camera: Option<CameraView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -431,6 +585,12 @@ pub fn health(c: &PipelineCounters, sources: &[SourceEntry], now: DateTime<Utc>)
                 consecutive_errors: k.consecutive_errors.load(Ordering::Relaxed),
                 errors_total: k.errors_total.load(Ordering::Relaxed),
                 events_total: k.events_total.load(Ordering::Relaxed),
+                camera: s.camera.as_ref().map(|h| {
+                    h.view(
+                        now.timestamp_millis(),
+                        k.sessions_total.load(Ordering::Relaxed),
+                    )
+                }),
             }
         })
         .collect();
@@ -465,7 +625,9 @@ pub fn health(c: &PipelineCounters, sources: &[SourceEntry], now: DateTime<Utc>)
         failing.push("every source is failing".to_owned());
     } else {
         for s in &sources {
-            if is_failing(s) {
+            if s.camera.as_ref().is_some_and(|c| !c.up) {
+                degraded.push(format!("camera {} down", s.id));
+            } else if is_failing(s) {
                 degraded.push(format!("source {} failing", s.id));
             } else if s
                 .last_event_age_s
@@ -528,6 +690,7 @@ mod tests {
             id: id.to_owned(),
             kind: "simulated",
             counters: Arc::new(SourceCounters::default()),
+            camera: None,
         }
     }
 

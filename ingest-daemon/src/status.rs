@@ -33,15 +33,28 @@ pub struct HttpAnswer {
 /// `GET path` on `addr`. `Ok(None)` when nothing accepts the connection in time (no daemon);
 /// `Err` when something accepts but the exchange fails or is not HTTP.
 pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<Option<HttpAnswer>> {
+    http_request(addr, "GET", path, None)
+}
+
+/// `method path` on `addr` with an optional JSON body; as [`http_get`].
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> io::Result<Option<HttpAnswer>> {
     let mut stream = match TcpStream::connect_timeout(&addr, TIMEOUT) {
         Ok(s) => s,
         Err(_) => return Ok(None),
     };
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
+    let body = json.unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )?;
     let mut raw = Vec::new();
     stream.take(MAX_RESPONSE).read_to_end(&mut raw)?;
@@ -97,6 +110,31 @@ pub struct SourceView {
     pub errors_total: u64,
     #[serde(default)]
     pub events_total: u64,
+    /// Stream health, for cameras.
+    #[serde(default)]
+    pub camera: Option<CameraStatus>,
+}
+
+/// A camera's stream health as `/health` reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CameraStatus {
+    pub up: bool,
+    #[serde(default)]
+    pub fps: f64,
+    #[serde(default)]
+    pub bitrate_kbps: f64,
+    pub keyframe_interval_s: Option<f64>,
+    pub last_frame_age_s: Option<f64>,
+    #[serde(default)]
+    pub reconnects: u64,
+    #[serde(default)]
+    pub rtp_lost_total: u64,
+    #[serde(default)]
+    pub timestamp_jumps_total: u64,
+    #[serde(default)]
+    pub ring_seconds: f64,
+    #[serde(default)]
+    pub clips_total: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +217,24 @@ pub fn summary(addr: SocketAddr, h: &Health, uplink: Option<&str>) -> String {
             line.push_str(", backing off before reconnecting");
         }
         let _ = writeln!(out, "{line}");
+        if let Some(c) = &s.camera {
+            let _ = writeln!(
+                out,
+                "  video: {}, {:.1} fps, {:.0} kbit/s, keyframe every {}, last frame {}, \
+                 {} reconnects, {} RTP packets lost, {} timestamp jumps, {:.0} s in the ring, {} clips",
+                if c.up { "up" } else { "DOWN" },
+                c.fps,
+                c.bitrate_kbps,
+                c.keyframe_interval_s
+                    .map_or_else(|| "-".to_owned(), |k| format!("{k:.1} s")),
+                ago(c.last_frame_age_s, "never"),
+                c.reconnects,
+                c.rtp_lost_total,
+                c.timestamp_jumps_total,
+                c.ring_seconds,
+                c.clips_total
+            );
+        }
     }
     match &h.spool {
         Some(sp) => {

@@ -16,6 +16,8 @@
 //!   [`Mosquitto::restart`]), optional password file, [`Mosquitto::publish`] and a
 //!   [`Subscription`] that waits for the broker's SUBACK before returning.
 //! - [`PtyPair`]: two linked pseudo-terminals (`socat`), to stand in for a serial line.
+//! - [`RtspServer`]: GStreamer's RTSP server with live test video (H.264, H.265) and an
+//!   ONVIF metadata track, killable and restartable on the same port.
 //! - [`free_port`]: a loopback port nobody listened on a moment ago.
 //!
 //! Processes die with the test process even when it is killed: each service has a small
@@ -43,9 +45,11 @@ mod pg;
 mod ports;
 mod proc;
 mod pty;
+mod rtsp;
 mod settings;
 
 pub use mosquitto::{Message, Mosquitto, MosquittoBuilder, Subscription, SubscriptionBuilder};
 pub use pg::PgServer;
 pub use ports::free_port;
 pub use pty::PtyPair;
+pub use rtsp::{RtspServer, RtspServerBuilder};

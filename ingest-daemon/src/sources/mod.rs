@@ -10,9 +10,9 @@
 //!   capped, jittered [`Backoff`] after failures and stops when the shutdown token fires.
 //!   One source failing never stops another.
 //!
-//! [`simulated`], [`serial`] and [`mqtt`] sources exist in this build; camera sources will
-//! be siblings of them.
+//! The [`simulated`], [`serial`], [`mqtt`] and [`camera`] (RTSP) sources exist in this build.
 
+pub mod camera;
 pub mod mqtt;
 pub mod replay;
 pub mod serial;
@@ -203,6 +203,11 @@ pub trait Source: Send + 'static {
         &mut self,
         shutdown: &CancellationToken,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Cap of the retry delay after failed sessions.
+    fn backoff_max(&self) -> Duration {
+        BACKOFF_MAX
+    }
 }
 
 /// Capped exponential backoff with "equal jitter": each delay is uniformly drawn from
@@ -259,7 +264,7 @@ pub async fn run_source<S: Source>(
 ) {
     let span = info_span!("source", id = %source.id());
     async move {
-        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX, source.id());
+        let mut backoff = Backoff::new(BACKOFF_MIN, source.backoff_max(), source.id());
         info!("source started");
         while !shutdown.is_cancelled() {
             counters.sessions_total.fetch_add(1, Ordering::Relaxed);
