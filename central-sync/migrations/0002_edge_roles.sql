@@ -62,7 +62,7 @@ ALTER TABLE edge_node ENABLE ROW LEVEL SECURITY;
 CREATE POLICY edge_own ON edge_node TO sync_edge
     USING (edge_id = sync_current_edge()) WITH CHECK (edge_id = sync_current_edge());
 CREATE POLICY not_an_edge ON edge_node USING (sync_current_edge() IS NULL);
-GRANT SELECT (edge_id),
+GRANT SELECT,
       INSERT (edge_id, site_id, software_version, last_seen, spool_bytes, uplink_lag_s,
               source_health),
       UPDATE (site_id, software_version, last_seen, spool_bytes, uplink_lag_s, source_health)
