@@ -284,6 +284,8 @@ pub struct SpoolStat {
     /// Highest sample seq acknowledged upstream (0: none).
     pub acked_seq: u64,
     pub oldest_unacked_sample_seq: Option<u64>,
+    /// Append time of that sample, ms since the Unix epoch: the uplink's lag.
+    pub oldest_unacked_appended_at_ms: Option<i64>,
     pub oldest_appended_at_ms: Option<i64>,
     pub reads: ReadCounters,
     pub recovery: RecoveryReport,
@@ -977,11 +979,12 @@ impl Spool {
     pub fn stat(&self) -> Result<SpoolStat, SpoolError> {
         let samples = self.samples.stat();
         let raw = self.raw.stat();
-        let oldest_unacked_sample_seq = self
+        let oldest_unacked = self
             .iter(RecordClass::Sample, self.acked_seq)
             .next()
-            .transpose()?
-            .map(|r| r.seq);
+            .transpose()?;
+        let oldest_unacked_sample_seq = oldest_unacked.as_ref().map(|r| r.seq);
+        let oldest_unacked_appended_at_ms = oldest_unacked.map(|r| r.appended_at_ms);
         let oldest_appended_at_ms = [samples.oldest_appended_at_ms, raw.oldest_appended_at_ms]
             .into_iter()
             .flatten()
@@ -995,6 +998,7 @@ impl Spool {
             durable_seq: self.durable_seq,
             acked_seq: self.acked_seq,
             oldest_unacked_sample_seq,
+            oldest_unacked_appended_at_ms,
             oldest_appended_at_ms,
             reads: self.reads,
             recovery: self.recovery.clone(),
