@@ -37,7 +37,10 @@ const SIM_START: &str = "2024-03-04T08:00:00Z";
 const SCALE: u32 = 100;
 
 /// (detector, lane, bin start) → volume (`None`: not observed).
-type Rows = BTreeMap<(String, u16, DateTime<Utc>), Option<i64>>;
+type Key = (String, u16, DateTime<Utc>);
+type Rows = BTreeMap<Key, Option<i64>>;
+/// A printed sample: (seq, key, volume).
+type Printed = (u64, Key, Option<i64>);
 
 struct Site {
     pg: PgServer,
@@ -152,7 +155,7 @@ impl Site {
             .unwrap_or_default()
     }
 
-    fn printed(&self, round: usize) -> Vec<(u64, (String, u16, DateTime<Utc>), Option<i64>)> {
+    fn printed(&self, round: usize) -> Vec<Printed> {
         let f = File::open(self.dir.path().join(format!("samples-{round}.txt"))).unwrap();
         BufReader::new(f)
             .lines()
@@ -201,7 +204,7 @@ impl Site {
 }
 
 /// `#7 2024-03-04T08:00:30Z 30s det lane 1  vol 11  flow ...` (vol `-` when missing).
-fn parse_printed(line: &str) -> (u64, (String, u16, DateTime<Utc>), Option<i64>) {
+fn parse_printed(line: &str) -> Printed {
     let w: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(w[4], "lane", "{line}");
     assert_eq!(w[6], "vol", "{line}");
