@@ -360,3 +360,157 @@ fn kill_9_during_batches_repeated_loses_and_duplicates_nothing() {
         .unwrap();
     assert!(batches > 10, "{batches}");
 }
+
+/// A sample for the in-process tests.
+fn sample(edge: &str, bin: i64) -> central_sync::TrafficSample {
+    let start: DateTime<Utc> = SIM_START.parse().unwrap();
+    central_sync::TrafficSample {
+        site_id: "site-1".into(),
+        detector_id: "det".into(),
+        lane: 1,
+        bucket_start: start + TimeDelta::seconds(bin * 30),
+        interval_s: 30,
+        volume: Some(u32::try_from(bin % 17).unwrap()),
+        flow_vph: None,
+        occupancy: Some(0.05),
+        speed_avg_kmh: None,
+        speed_p85_kmh: None,
+        speed_count: 0,
+        speed_source: central_sync::SpeedSource::None,
+        density_vpkm: None,
+        headway_avg_s: None,
+        gap_avg_s: None,
+        length_avg_m: None,
+        class_counts: None,
+        los: None,
+        samples_expected: 1,
+        samples_received: 1,
+        pct_observed: 100.0,
+        quality: central_sync::Quality::empty(),
+        edge_id: edge.into(),
+    }
+}
+
+/// A commit whose acknowledgement never reached the spool (the box died in between):
+/// the next session learns it from the centre's cursor and sends only the rest, without
+/// a replay or a merge. And a spool re-created under a surviving epoch file gets a new
+/// epoch instead of colliding with the ledger.
+#[tokio::test]
+async fn a_lost_acknowledgement_is_healed_from_the_centres_cursor() {
+    use ingest_daemon::counters::PipelineCounters;
+    use ingest_daemon::spool::{Spool, SpoolConfig};
+    use ingest_daemon::uplink::{Uplink, UplinkSettings, load_epoch};
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+
+    let pg = PgServer::shared();
+    let db = pg.fresh_database(None);
+    let edge = format!("resume-{}", std::process::id());
+    let admin_url = pg.connection_string(&db);
+    let (mut admin, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    central_sync::migrate(&mut admin).await.unwrap();
+    central_sync::roles::create_edge_role(&admin, &edge, "x")
+        .await
+        .unwrap();
+    let edge_url = format!("postgres://edge_{edge}@127.0.0.1:{}/{db}", pg.port());
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path(), SpoolConfig::with_max_total_bytes(1 << 22)).unwrap();
+    for bin in 0..30 {
+        spool
+            .append_sample(Utc::now(), &sample(&edge, bin))
+            .unwrap();
+    }
+    spool.sync().unwrap();
+    let epoch = load_epoch(dir.path()).unwrap();
+
+    // The first 10 samples were committed by an uplink that died before its ack.
+    let (mut as_edge, conn) = tokio_postgres::connect(&edge_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let first: Vec<_> = spool.read_samples(0, 10).unwrap();
+    let batch = central_sync::writer::Batch::new(
+        &edge,
+        epoch,
+        i64::try_from(first.last().unwrap().0).unwrap(),
+        first.into_iter().map(|(_, s)| s).collect(),
+    )
+    .unwrap();
+    central_sync::writer::write_batch(&mut as_edge, &batch)
+        .await
+        .unwrap();
+
+    let run = |spool: Spool| {
+        let mut connect = central_sync::connect::ConnectOptions::new(edge_url.clone());
+        connect.tls = central_sync::connect::Tls::Disable;
+        let settings = UplinkSettings {
+            edge_id: edge.clone(),
+            site_id: None,
+            connect,
+            batch_max_samples: 8,
+            batch_max_age: Duration::from_millis(100),
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+        };
+        let counters = Arc::new(PipelineCounters::default());
+        let shared = Arc::new(Mutex::new(spool));
+        let uplink = Uplink::new(
+            settings,
+            Arc::clone(&shared),
+            Arc::clone(&counters),
+            Arc::default(),
+            Arc::default(),
+        )
+        .unwrap();
+        let epoch = uplink.epoch();
+        async move {
+            let drain = tokio_util::sync::CancellationToken::new();
+            drain.cancel();
+            uplink
+                .run(tokio_util::sync::CancellationToken::new(), drain)
+                .await;
+            let acked = shared.lock().unwrap().acked_seq();
+            (counters, acked, epoch)
+        }
+    };
+    let (counters, acked, same_epoch) = run(spool).await;
+    assert_eq!(same_epoch, epoch);
+    let u = &counters.uplink;
+    assert_eq!(acked, 30);
+    assert_eq!(
+        u.rows_total.load(Ordering::Relaxed),
+        20,
+        "only the rest was sent"
+    );
+    assert_eq!(u.batches_replayed_total.load(Ordering::Relaxed), 0);
+    assert_eq!(u.batches_merged_total.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*), sum(volume) FROM traffic_sample"),
+        format!("30|{}", (0..30).map(|b| b % 17).sum::<i64>())
+    );
+
+    // The spool is wiped but its epoch file survives: its numbering starts again at 1,
+    // below the centre's cursor for that epoch. The uplink must not reuse the epoch.
+    let dir2 = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join(ingest_daemon::uplink::EPOCH_FILE),
+        dir2.path().join(ingest_daemon::uplink::EPOCH_FILE),
+    )
+    .unwrap();
+    let mut spool = Spool::open(dir2.path(), SpoolConfig::with_max_total_bytes(1 << 22)).unwrap();
+    for bin in 100..105 {
+        spool
+            .append_sample(Utc::now(), &sample(&edge, bin))
+            .unwrap();
+    }
+    spool.sync().unwrap();
+    let (counters, acked, _) = run(spool).await;
+    assert_eq!(acked, 5);
+    assert_eq!(counters.uplink.errors_total.load(Ordering::Relaxed), 0);
+    assert!(load_epoch(dir2.path()).unwrap() > epoch, "a new epoch");
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM traffic_sample"), "35");
+}
