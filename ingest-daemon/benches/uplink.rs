@@ -287,7 +287,10 @@ fn main() {
         pg.stop_immediate();
         let t = Instant::now();
         while c.uplink.errors_total.load(Ordering::Relaxed) < 2 {
-            assert!(t.elapsed() < Duration::from_secs(60), "the uplink never failed");
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the uplink never failed"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         pg.start();
@@ -300,7 +303,10 @@ fn main() {
     let best_copy = copy1.min(copy2);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!();
-    println!("{:<44} {:>10} {:>12}", "load of N samples", "seconds", "rows/s");
+    println!(
+        "{:<44} {:>10} {:>12}",
+        "load of N samples", "seconds", "rows/s"
+    );
     for (what, d) in [
         ("psql \\copy CSV, run 1", copy1),
         ("psql \\copy CSV, run 2", copy2),
@@ -308,16 +314,15 @@ fn main() {
         ("uplink writer, every batch a replay", replay_t),
         ("uplink backlog drain after an outage", backlog_t),
     ] {
-        println!(
-            "{what:<44} {:>10.2} {:>12.0}",
-            d.as_secs_f64(),
-            rate(n, d)
-        );
+        println!("{what:<44} {:>10.2} {:>12.0}", d.as_secs_f64(), rate(n, d));
     }
     println!();
     println!(
         "writer / best \\copy: {:.2}x (goal >= 0.85x); batch {batch} samples; load average {}",
         rate(n, fresh_t) / rate(n, best_copy),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 }
