@@ -22,8 +22,14 @@ CREATE OR REPLACE FUNCTION sync_current_edge() RETURNS text
 
 DO $$
 BEGIN
+    -- Roles are per cluster and advisory locks per database: two databases of one
+    -- cluster migrating at once may both get here.
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sync_edge') THEN
-        CREATE ROLE sync_edge NOLOGIN;
+        BEGIN
+            CREATE ROLE sync_edge NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
     END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO sync_edge', current_schema());
 END $$;
