@@ -133,6 +133,16 @@ pub struct Uplink {
     wake: Arc<Notify>,
 }
 
+type ReadResult = Result<(Vec<(u64, TrafficSample)>, u64), crate::spool::SpoolError>;
+
+async fn joined(
+    read: tokio::task::JoinHandle<ReadResult>,
+) -> anyhow::Result<(Vec<(u64, TrafficSample)>, u64)> {
+    read.await
+        .context("the spool read task panicked")?
+        .context("cannot read the spool")
+}
+
 /// Why a session ended without an error.
 enum SessionEnd {
     Stopped,
@@ -251,6 +261,8 @@ impl Uplink {
         self.heartbeat(&client).await?;
         let mut last_beat = Instant::now();
         let mut partial_since: Option<Instant> = None;
+        // The next full batch, read while the previous one was being written.
+        let mut prefetched: Option<(Vec<(u64, TrafficSample)>, u64)> = None;
         loop {
             if last_beat.elapsed() >= HEARTBEAT_EVERY {
                 self.heartbeat(&client).await?;
@@ -258,7 +270,10 @@ impl Uplink {
             }
             let draining = drain.is_cancelled();
             let max = self.settings.batch_max_samples;
-            let (read, acked) = self.read(max).await?;
+            let (read, acked) = match prefetched.take() {
+                Some(full) => full,
+                None => joined(self.read(None, max)).await?,
+            };
             let due = read.len() >= max
                 || draining
                 || partial_since.is_some_and(|t| t.elapsed() >= self.settings.batch_max_age);
@@ -291,7 +306,13 @@ impl Uplink {
             let batch_seq = i64::try_from(last_seq).context("spool sequence beyond i64")?;
             let batch =
                 Batch::new(&edge, self.epoch, batch_seq, samples).context("cannot make a batch")?;
-            let outcome = writer::write_batch(&mut client, &batch).await?;
+            let next = self.read(Some(last_seq), max);
+            let outcome = writer::write_batch(&mut client, &batch).await;
+            let next = joined(next).await?;
+            let outcome = outcome?;
+            if next.0.len() >= max {
+                prefetched = Some(next);
+            }
             debug!(
                 after = acked,
                 batch_seq,
@@ -384,17 +405,16 @@ impl Uplink {
         Ok(())
     }
 
-    async fn read(&self, max: usize) -> anyhow::Result<(Vec<(u64, TrafficSample)>, u64)> {
+    /// Reads up to `max` samples after `after` (`None`: after the spool's cursor) on the
+    /// blocking pool; returns them and the seq they follow.
+    fn read(&self, after: Option<u64>, max: usize) -> tokio::task::JoinHandle<ReadResult> {
         let spool = Arc::clone(&self.spool);
         tokio::task::spawn_blocking(move || {
             let mut s = lock_spool(&spool);
-            let acked = s.acked_seq();
-            let read = s.read_samples(acked, max)?;
-            Ok::<_, crate::spool::SpoolError>((read, acked))
+            let after = after.unwrap_or_else(|| s.acked_seq());
+            let read = s.read_samples(after, max)?;
+            Ok((read, after))
         })
-        .await
-        .context("the spool read task panicked")?
-        .context("cannot read the spool")
     }
 
     async fn ack(&self, upto: u64) -> anyhow::Result<()> {
