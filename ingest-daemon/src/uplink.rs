@@ -143,6 +143,15 @@ async fn joined(
         .context("cannot read the spool")
 }
 
+type AckResult = Result<(), crate::spool::SpoolError>;
+
+async fn finish_ack(ack: Option<tokio::task::JoinHandle<AckResult>>) -> anyhow::Result<()> {
+    let Some(ack) = ack else { return Ok(()) };
+    ack.await
+        .context("the spool ack task panicked")?
+        .context("cannot acknowledge samples in the spool")
+}
+
 /// Why a session ended without an error.
 enum SessionEnd {
     Stopped,
@@ -263,6 +272,9 @@ impl Uplink {
         let mut partial_since: Option<Instant> = None;
         // The next full batch, read while the previous one was being written.
         let mut prefetched: Option<(Vec<(u64, TrafficSample)>, u64)> = None;
+        // The acknowledgement of the last commit (an fsync), done while the next batch
+        // is written; awaited before anything reads the spool's cursor.
+        let mut acking: Option<tokio::task::JoinHandle<AckResult>> = None;
         loop {
             if last_beat.elapsed() >= HEARTBEAT_EVERY {
                 self.heartbeat(&client).await?;
@@ -272,7 +284,10 @@ impl Uplink {
             let max = self.settings.batch_max_samples;
             let (read, acked) = match prefetched.take() {
                 Some(full) => full,
-                None => joined(self.read(None, max)).await?,
+                None => {
+                    finish_ack(acking.take()).await?;
+                    joined(self.read(None, max)).await?
+                }
             };
             let due = read.len() >= max
                 || draining
@@ -320,7 +335,8 @@ impl Uplink {
                 ?outcome,
                 "batch committed"
             );
-            self.ack(last_seq).await?;
+            finish_ack(acking.take()).await?;
+            acking = Some(self.ack_task(last_seq));
             let u = &c.uplink;
             match outcome {
                 Outcome::Fresh { .. } => &u.batches_fresh_total,
@@ -418,6 +434,12 @@ impl Uplink {
     }
 
     async fn ack(&self, upto: u64) -> anyhow::Result<()> {
+        finish_ack(Some(self.ack_task(upto))).await
+    }
+
+    /// Acknowledges every sample up to `upto` in the spool (persisting its cursor, trimming
+    /// it) on the blocking pool.
+    fn ack_task(&self, upto: u64) -> tokio::task::JoinHandle<AckResult> {
         let spool = Arc::clone(&self.spool);
         let counters = Arc::clone(&self.counters);
         tokio::task::spawn_blocking(move || {
@@ -426,11 +448,8 @@ impl Uplink {
             if let Ok(stat) = s.stat() {
                 counters.set_spool_stat(stat);
             }
-            Ok::<_, crate::spool::SpoolError>(())
+            Ok(())
         })
-        .await
-        .context("the spool ack task panicked")?
-        .context("cannot acknowledge samples in the spool")
     }
 
     async fn heartbeat(&self, client: &tokio_postgres::Client) -> anyhow::Result<()> {
