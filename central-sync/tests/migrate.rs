@@ -136,3 +136,23 @@ async fn a_failing_migration_leaves_nothing_behind() {
         "0"
     );
 }
+
+/// The group role `sync_edge` is per cluster, the migration lock per database: two
+/// databases of a new cluster migrating at once must both succeed.
+#[tokio::test]
+async fn two_databases_of_a_new_cluster_migrate_at_once() {
+    let pg = PgServer::new();
+    let (d1, d2) = (pg.fresh_database(None), pg.fresh_database(None));
+    let mut a = connect(&pg, &d1).await;
+    let mut b = connect(&pg, &d2).await;
+    let (ra, rb) = tokio::join!(central_sync::migrate(&mut a), central_sync::migrate(&mut b));
+    ra.expect("database 1");
+    rb.expect("database 2");
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'sync_edge'"
+        ),
+        "1"
+    );
+}

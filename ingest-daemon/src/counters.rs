@@ -111,6 +111,33 @@ impl Heartbeat {
     }
 }
 
+/// The uplink's counters (all zero, and not exported, while no uplink is configured).
+#[derive(Debug, Default)]
+pub struct UplinkCounters {
+    /// True once an uplink task runs.
+    pub enabled: AtomicBool,
+    /// True while a database session is open.
+    pub connected: AtomicBool,
+    /// Batches committed by their outcome: new rows copied, merged after a conflict, or
+    /// found already stored (a replay).
+    pub batches_fresh_total: AtomicU64,
+    pub batches_merged_total: AtomicU64,
+    pub batches_replayed_total: AtomicU64,
+    /// Samples sent in committed batches.
+    pub rows_total: AtomicU64,
+    /// Failed connections and batches (each followed by a backoff).
+    pub errors_total: AtomicU64,
+    /// Failures in a row (0 after a success).
+    pub consecutive_errors: AtomicU64,
+    /// Samples the database could never store (out-of-range values, another edge's id):
+    /// skipped, logged.
+    pub rejected_samples_total: AtomicU64,
+    /// Wall time of the last commit, ms since the Unix epoch (0: none yet).
+    pub last_commit_unix_ms: AtomicI64,
+    /// Heartbeats written to `edge_node`.
+    pub heartbeats_total: AtomicU64,
+}
+
 /// Counters of one `run`.
 #[derive(Debug, Default)]
 pub struct PipelineCounters {
@@ -134,6 +161,7 @@ pub struct PipelineCounters {
     pub spool_stat: Mutex<Option<SpoolStat>>,
     /// Each detector's health as of the last emitted bins.
     pub detectors: Mutex<Vec<DetectorHealth>>,
+    pub uplink: UplinkCounters,
 }
 
 impl PipelineCounters {
@@ -201,7 +229,7 @@ impl PipelineCounters {
         *guard = detectors;
     }
 
-    pub(crate) fn set_spool_stat(&self, stat: SpoolStat) {
+    pub fn set_spool_stat(&self, stat: SpoolStat) {
         let mut guard = self
             .spool_stat
             .lock()

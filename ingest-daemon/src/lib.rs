@@ -26,6 +26,7 @@
 //! - [`detector_sim`]: the `detector-sim` tool: real frames of any protocol from the
 //!   simulator to a file, pty or MQTT broker, with the ground truth they encode.
 //! - [`spool`]: the crash-safe, bounded, append-only local store of samples and raw data.
+//! - [`uplink`]: drains the spool into the central database (central-sync's writer).
 
 pub mod aggregate;
 pub mod cli;
@@ -47,3 +48,4 @@ pub mod sources;
 pub mod spool;
 pub mod spool_lock;
 pub mod status;
+pub mod uplink;

@@ -296,6 +296,7 @@ pub fn render(c: &PipelineCounters, sources: &[SourceEntry], now: DateTime<Utc>)
             o.sample(name, &[], age_s(now, ms));
         }
     }
+    render_uplink(&mut o, c, now);
     o.text
 }
 
@@ -445,6 +446,92 @@ fn render_cameras(o: &mut Out, sources: &[SourceEntry], now: DateTime<Utc>) {
     }
 }
 
+/// Age of the oldest sample not yet committed centrally, in seconds (0 when none waits).
+pub fn uplink_lag_s(c: &PipelineCounters, now: DateTime<Utc>) -> f64 {
+    c.spool_stat()
+        .and_then(|s| s.oldest_unacked_appended_at_ms)
+        .map_or(0.0, |ms| age_s(now, ms))
+}
+
+fn render_uplink(o: &mut Out, c: &PipelineCounters, now: DateTime<Utc>) {
+    let u = &c.uplink;
+    if !u.enabled.load(Ordering::Relaxed) {
+        return;
+    }
+    let name = "ingest_uplink_lag_seconds";
+    o.header(
+        name,
+        "gauge",
+        "Age of the oldest spooled sample not yet committed centrally (0: none waiting).",
+    );
+    o.sample(name, &[], uplink_lag_s(c, now));
+    let name = "ingest_uplink_batches_total";
+    o.header(
+        name,
+        "counter",
+        "Batches committed, by outcome: fresh (copied), merged (after a conflict), replay (already stored).",
+    );
+    for (outcome, n) in [
+        ("fresh", &u.batches_fresh_total),
+        ("merged", &u.batches_merged_total),
+        ("replay", &u.batches_replayed_total),
+    ] {
+        o.sample(name, &[("outcome", outcome)], n.load(Ordering::Relaxed));
+    }
+    let counters: [(&str, &str, &str, u64); 6] = [
+        (
+            "ingest_uplink_rows_total",
+            "counter",
+            "Samples in committed batches.",
+            u.rows_total.load(Ordering::Relaxed),
+        ),
+        (
+            "ingest_uplink_errors_total",
+            "counter",
+            "Failed uplink sessions and batches (each followed by a backoff).",
+            u.errors_total.load(Ordering::Relaxed),
+        ),
+        (
+            "ingest_uplink_rejected_samples_total",
+            "counter",
+            "Samples skipped because the database cannot store them.",
+            u.rejected_samples_total.load(Ordering::Relaxed),
+        ),
+        (
+            "ingest_uplink_heartbeats_total",
+            "counter",
+            "Heartbeats written to edge_node.",
+            u.heartbeats_total.load(Ordering::Relaxed),
+        ),
+        (
+            "ingest_uplink_connected",
+            "gauge",
+            "1 while a database session is open.",
+            u64::from(u.connected.load(Ordering::Relaxed)),
+        ),
+        (
+            "ingest_uplink_consecutive_errors",
+            "gauge",
+            "Uplink failures in a row (0 after a success).",
+            u.consecutive_errors.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, v) in counters {
+        o.header(name, kind, help);
+        o.sample(name, &[], v);
+    }
+    let name = "ingest_uplink_last_commit_age_seconds";
+    o.header(
+        name,
+        "gauge",
+        "Wall time since the last committed batch (absent before the first).",
+    );
+    let last = u.last_commit_unix_ms.load(Ordering::Relaxed);
+    if last > 0 {
+        o.sample(name, &[], age_s(now, last));
+    }
+}
+
 /// Detector health flags, labelled by site and detector (both from the configuration).
 fn render_detectors(o: &mut Out, detectors: &[DetectorHealth]) {
     let flags: [DetectorFlag; 4] = [
@@ -518,6 +605,20 @@ pub struct HealthReport {
     pub sources: Vec<SourceHealth>,
     pub aggregator: TaskHealth,
     pub spool: SpoolHealth,
+    /// Absent when no uplink is configured.
+    pub uplink: Option<UplinkHealth>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UplinkHealth {
+    pub connected: bool,
+    /// Age of the oldest sample not yet committed centrally (0: none waiting).
+    pub lag_s: f64,
+    pub rows_total: u64,
+    pub batches_total: u64,
+    pub errors_total: u64,
+    pub consecutive_errors: u64,
+    pub last_commit_age_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -651,6 +752,29 @@ pub fn health(c: &PipelineCounters, sources: &[SourceEntry], now: DateTime<Utc>)
     if spool.evicted_unacked_records.is_some_and(|n| n > 0) {
         degraded.push("spool evicted unacknowledged samples".to_owned());
     }
+    let u = &c.uplink;
+    let uplink = u.enabled.load(Ordering::Relaxed).then(|| {
+        let last = u.last_commit_unix_ms.load(Ordering::Relaxed);
+        UplinkHealth {
+            connected: u.connected.load(Ordering::Relaxed),
+            lag_s: uplink_lag_s(c, now),
+            rows_total: u.rows_total.load(Ordering::Relaxed),
+            batches_total: [
+                &u.batches_fresh_total,
+                &u.batches_merged_total,
+                &u.batches_replayed_total,
+            ]
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum(),
+            errors_total: u.errors_total.load(Ordering::Relaxed),
+            consecutive_errors: u.consecutive_errors.load(Ordering::Relaxed),
+            last_commit_age_s: (last > 0).then(|| age_s(now, last)),
+        }
+    });
+    if uplink.as_ref().is_some_and(|u| u.consecutive_errors > 0) {
+        degraded.push("uplink failing".to_owned());
+    }
     let (status, reasons) = if !failing.is_empty() {
         (Status::Failing, failing)
     } else if !degraded.is_empty() {
@@ -664,6 +788,7 @@ pub fn health(c: &PipelineCounters, sources: &[SourceEntry], now: DateTime<Utc>)
         sources,
         aggregator,
         spool,
+        uplink,
     }
 }
 

@@ -281,9 +281,20 @@ pub struct WriterSummary {
     pub syncs: u64,
 }
 
+/// The spool, shared by the spool writer (appends, fsyncs) and the uplink (reads, acks).
+/// Locked only inside blocking-pool jobs, never across an await.
+pub type SharedSpool = Arc<std::sync::Mutex<Spool>>;
+
+/// Locks the shared spool. A panic while it was held left the spool's own state as it
+/// was (its operations are not atomic in memory anyway: a failed write poisons the spool
+/// itself), so the lock's poison flag is not a reason to stop.
+pub fn lock_spool(spool: &SharedSpool) -> std::sync::MutexGuard<'_, Spool> {
+    spool.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The spool writer task; see the module documentation.
 pub struct SpoolWriter {
-    spool: Option<Spool>,
+    spool: SharedSpool,
     printer: Option<SamplePrinter>,
     rx: mpsc::Receiver<TrafficSample>,
     raw: Option<mpsc::Receiver<RawAppend>>,
@@ -292,6 +303,8 @@ pub struct SpoolWriter {
     sync_interval: Duration,
     counters: Arc<PipelineCounters>,
     summary: WriterSummary,
+    /// Told whenever more samples became durable (the uplink waits on it).
+    durable: Option<Arc<Notify>>,
 }
 
 impl std::fmt::Debug for SpoolWriter {
@@ -333,7 +346,7 @@ impl SpoolWriter {
             ..WriterSummary::default()
         };
         Self {
-            spool: Some(spool),
+            spool: Arc::new(std::sync::Mutex::new(spool)),
             printer,
             rx,
             raw: None,
@@ -341,7 +354,19 @@ impl SpoolWriter {
             sync_interval,
             counters,
             summary,
+            durable: None,
         }
+    }
+
+    /// Notifies `durable` whenever an fsync made more samples durable.
+    pub fn with_durable_notify(mut self, durable: Arc<Notify>) -> Self {
+        self.durable = Some(durable);
+        self
+    }
+
+    /// The spool, for the uplink.
+    pub fn spool(&self) -> SharedSpool {
+        Arc::clone(&self.spool)
     }
 
     /// Also appends raw records from `raw` and answers each once it is durable.
@@ -429,22 +454,18 @@ impl SpoolWriter {
     }
 
     async fn job(&mut self, job: Job) -> anyhow::Result<()> {
-        let mut spool = self
-            .spool
-            .take()
-            .context("the spool was lost by a failed write")?;
+        let spool = Arc::clone(&self.spool);
         let mut printer = self.printer.take();
         let mut summary = self.summary;
         let mut waiting = std::mem::take(&mut self.waiting);
-        let (spool, printer, summary, waiting, result, stat) =
-            tokio::task::spawn_blocking(move || {
-                let result = run_job(&mut spool, &mut printer, &mut summary, &mut waiting, job);
-                let stat = spool.stat().ok();
-                (spool, printer, summary, waiting, result, stat)
-            })
-            .await
-            .context("the spool write task panicked")?;
-        self.spool = Some(spool);
+        let (printer, summary, waiting, result, stat) = tokio::task::spawn_blocking(move || {
+            let mut spool = lock_spool(&spool);
+            let result = run_job(&mut spool, &mut printer, &mut summary, &mut waiting, job);
+            let stat = spool.stat().ok();
+            (printer, summary, waiting, result, stat)
+        })
+        .await
+        .context("the spool write task panicked")?;
         self.printer = printer;
         self.waiting = waiting;
         let before = self.summary;
@@ -456,6 +477,11 @@ impl SpoolWriter {
         c.spool_bytes.store(summary.total_bytes, Ordering::Relaxed);
         c.spool_durable_seq
             .store(summary.durable_seq, Ordering::Relaxed);
+        if summary.durable_seq > before.durable_seq
+            && let Some(durable) = &self.durable
+        {
+            durable.notify_one();
+        }
         c.spool_syncs_total
             .fetch_add(summary.syncs - before.syncs, Ordering::Relaxed);
         let done = self

@@ -65,6 +65,7 @@ use crate::sources::simulated::{self, Simulated};
 use crate::sources::{RING_CAPACITY, RingSender, Source, ring, run_source};
 use crate::spool::{Spool, SpoolConfig};
 use crate::spool_lock::SpoolLock;
+use crate::uplink::{Uplink, UplinkSettings};
 
 /// The spool directory of the built-in demo configuration, relative to the current directory.
 pub const DEMO_SPOOL_DIR: &str = "ingest-spool";
@@ -193,6 +194,9 @@ pub fn check_supported(config: &Config) -> anyhow::Result<()> {
             "not supported yet by this build: {} (`check-config` still validates the whole file)",
             refused.join(", ")
         );
+    }
+    if let Some(up) = &config.uplink {
+        crate::uplink::check(up)?;
     }
     if config.simulated.is_empty()
         && config.serial.is_empty()
@@ -661,7 +665,7 @@ async fn supervise(parts: Parts) -> u8 {
         Arc::clone(&counters),
     )
     .with_control(add_rx);
-    let writer = SpoolWriter::new(
+    let mut writer = SpoolWriter::new(
         parts.spool,
         sample_rx,
         parts.sync_interval,
@@ -669,6 +673,32 @@ async fn supervise(parts: Parts) -> u8 {
         Arc::clone(&counters),
     )
     .with_raw(raw_rx);
+    // The uplink runs beside the pipeline; it stops last, after the spool writer, so that
+    // it can send what the drain flushed.
+    let stop_uplink = CancellationToken::new();
+    let drain_uplink = CancellationToken::new();
+    let mut uplink_task = JoinSet::new();
+    if let Some(up) = &config.uplink {
+        let durable = Arc::new(Notify::new());
+        writer = writer.with_durable_notify(Arc::clone(&durable));
+        let settings = UplinkSettings::from_config(&config.node, up);
+        match Uplink::new(
+            settings,
+            writer.spool(),
+            Arc::clone(&counters),
+            Arc::clone(&sources.list),
+            durable,
+        ) {
+            Ok(uplink) => {
+                info!(epoch = uplink.epoch(), database = %up.database_url, "uplink configured");
+                uplink_task.spawn(uplink.run(stop_uplink.clone(), drain_uplink.clone()));
+            }
+            Err(e) => {
+                error!(error = format!("{e:#}"), "cannot start the uplink");
+                return 1;
+            }
+        }
+    }
     let mut core = JoinSet::new();
     {
         let stop = stop_aggregator.clone();
@@ -770,9 +800,13 @@ async fn supervise(parts: Parts) -> u8 {
                 }
             }
         }
+        // Every sample is in the spool now: send what the uplink can within its budget.
+        drain_uplink.cancel();
+        while uplink_task.join_next().await.is_some() {}
         ok
     };
     let clean = finish_drain(drain, signals.recv(), DRAIN_DEADLINE).await;
+    stop_uplink.cancel();
     let code = if failed && clean == 0 { 1 } else { clean };
     log_totals(&counters);
     code

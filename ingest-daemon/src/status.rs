@@ -94,6 +94,25 @@ pub struct Health {
     pub sources: Vec<SourceView>,
     pub aggregator: Option<TaskView>,
     pub spool: Option<SpoolView>,
+    /// Absent when the daemon has no uplink (or predates it).
+    pub uplink: Option<UplinkView>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UplinkView {
+    #[serde(default)]
+    pub connected: bool,
+    #[serde(default)]
+    pub lag_s: f64,
+    #[serde(default)]
+    pub rows_total: u64,
+    #[serde(default)]
+    pub batches_total: u64,
+    #[serde(default)]
+    pub errors_total: u64,
+    #[serde(default)]
+    pub consecutive_errors: u64,
+    pub last_commit_age_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,13 +298,32 @@ pub fn summary(addr: SocketAddr, h: &Health, uplink: Option<&str>) -> String {
             let _ = writeln!(out, "spool:          not reported");
         }
     }
-    // There is no uplink in the daemon yet: no lag to report, and none is made up.
-    let uplink = match uplink {
-        Some(host) => format!(
-            "{host} is configured, but this daemon does not send yet: no lag to report; \
-             samples stay in the spool"
+    let uplink = match (uplink, &h.uplink) {
+        (host, Some(u)) => format!(
+            "{} {}, lag {}, last commit {}; {} samples in {} batches, {} errors{}",
+            host.unwrap_or("database"),
+            if u.connected {
+                "connected"
+            } else {
+                "NOT CONNECTED"
+            },
+            age(u.lag_s),
+            ago(u.last_commit_age_s, "never"),
+            u.rows_total,
+            u.batches_total,
+            u.errors_total,
+            if u.consecutive_errors > 0 {
+                format!(" ({} in a row)", u.consecutive_errors)
+            } else {
+                String::new()
+            }
         ),
-        None => "no uplink configured: no lag to report; samples stay in the spool".to_owned(),
+        (Some(host), None) => {
+            format!("{host} is configured, but the daemon reports no uplink: no lag to report")
+        }
+        (None, None) => {
+            "no uplink configured: no lag to report; samples stay in the spool".to_owned()
+        }
     };
     let _ = writeln!(out, "uplink:         {uplink}");
     out

@@ -464,89 +464,8 @@ lanes = { 11 = 1, 12 = 2 }
 /// A throwaway CA (in `dir`) and a certificate for `localhost` / 127.0.0.1 signed by it:
 /// (CA, certificate, key) paths.
 fn make_certs(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |f: &str| dir.join(format!("{name}-{f}"));
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    let s = |p: &PathBuf| p.display().to_string();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test ca",
-        "-keyout",
-        &s(&p("ca.key")),
-        "-out",
-        &s(&p("ca.pem")),
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        &s(&p("server.key")),
-        "-out",
-        &s(&p("server.csr")),
-    ]);
-    std::fs::write(p("ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    sign(dir, name, "server");
-    (p("ca.pem"), p("server.pem"), p("server.key"))
-}
-
-/// Signs `<name>-<leaf>.csr` with the CA of [`make_certs`]`(dir, name)` into `<name>-<leaf>.pem`.
-fn sign(dir: &Path, name: &str, leaf: &str) {
-    let p = |f: &str| dir.join(format!("{name}-{f}")).display().to_string();
-    let out = Command::new("openssl")
-        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
-        .args([
-            "-in",
-            &p(&format!("{leaf}.csr")),
-            "-out",
-            &p(&format!("{leaf}.pem")),
-        ])
-        .args([
-            "-CA",
-            &p("ca.pem"),
-            "-CAkey",
-            &p("ca.key"),
-            "-extfile",
-            &p("ext"),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl x509 -req: {out:?}");
-}
-
-/// A client certificate and key signed by the CA of [`make_certs`]`(dir, name)`.
-fn make_client_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let p = |f: &str| dir.join(format!("{name}-{f}"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=test-edge",
-        ])
-        .arg("-keyout")
-        .arg(p("client.key"))
-        .arg("-out")
-        .arg(p("client.csr"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl req: {out:?}");
-    sign(dir, name, "client");
-    (p("client.pem"), p("client.key"))
+    let c = test_support::TestCerts::new(dir, name);
+    (c.ca, c.cert, c.key)
 }
 
 const VEHICLE_TOPIC: &str = r#"
@@ -604,8 +523,9 @@ fn a_tls_broker_is_trusted_only_through_the_configured_ca() {
 #[test]
 fn a_broker_requiring_client_certificates_gets_the_configured_one() {
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = make_certs(certs.path(), "mtls");
-    let (client_cert, client_key) = make_client_cert(certs.path(), "mtls");
+    let tls = test_support::TestCerts::new(certs.path(), "mtls");
+    let (client_cert, client_key) = tls.client();
+    let (ca, cert, key) = (tls.ca.clone(), tls.cert.clone(), tls.key.clone());
     let tls_port = test_support::free_port();
     let broker = Mosquitto::builder()
         .config_line(&format!("listener {tls_port} 127.0.0.1"))

@@ -19,6 +19,8 @@
 //! - [`RtspServer`]: GStreamer's RTSP server with live test video (H.264, H.265) and an
 //!   ONVIF metadata track, killable and restartable on the same port.
 //! - [`free_port`]: a loopback port nobody listened on a moment ago.
+//! - [`TestCerts`]: a throwaway CA and a server certificate for 127.0.0.1 (`openssl`).
+//!   [`PgServer::enable_tls`] serves TLS with them.
 //!
 //! Processes die with the test process even when it is killed: each service has a small
 //! `sh` "reaper" child that blocks reading a pipe only this process holds; when the pipe
@@ -47,9 +49,11 @@ mod proc;
 mod pty;
 mod rtsp;
 mod settings;
+mod tls;
 
 pub use mosquitto::{Message, Mosquitto, MosquittoBuilder, Subscription, SubscriptionBuilder};
 pub use pg::PgServer;
 pub use ports::free_port;
 pub use pty::PtyPair;
 pub use rtsp::{RtspServer, RtspServerBuilder};
+pub use tls::TestCerts;

@@ -343,6 +343,42 @@ impl PgServer {
         name.to_owned()
     }
 
+    /// Serves TLS (besides plain connections) with `certs`' server certificate and key:
+    /// copies them into the data directory (owned by the server's user, key mode 0600),
+    /// sets `ssl = on` and reloads. Authentication stays `trust`.
+    pub fn enable_tls(&self, certs: &crate::TestCerts) {
+        use std::os::unix::fs::PermissionsExt;
+        for (from, to) in [(&certs.cert, "server.crt"), (&certs.key, "server.key")] {
+            let dest = self.data.join(to);
+            fs::copy(from, &dest).unwrap_or_else(|e| {
+                panic!(
+                    "test-support: copy {} to {}: {e}",
+                    from.display(),
+                    dest.display()
+                )
+            });
+            fs::set_permissions(&dest, fs::Permissions::from_mode(0o600))
+                .unwrap_or_else(|e| panic!("test-support: chmod {}: {e}", dest.display()));
+            chown_dir(&dest, self.run_as);
+        }
+        self.psql(
+            "postgres",
+            "ALTER SYSTEM SET ssl_cert_file = 'server.crt'; \
+             ALTER SYSTEM SET ssl_key_file = 'server.key'; \
+             ALTER SYSTEM SET ssl = on; SELECT pg_reload_conf();",
+        );
+        // The reload is asynchronous: wait until new sessions see it.
+        let deadline = Instant::now() + settings::start_timeout();
+        while self.psql("postgres", "SHOW ssl") != "on" {
+            assert!(
+                Instant::now() < deadline,
+                "test-support: ssl did not come on. Server log tail:\n{}",
+                log_tail(&self.log, 30)
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Whether the postmaster this object started is still running.
     pub fn is_running(&self) -> bool {
         self.postmaster.is_running()

@@ -49,7 +49,9 @@
 //! The uplink reads with [`Spool::read_samples`]`(after_seq, max)` and, once the centre has
 //! committed a batch, calls [`Spool::ack_samples`]`(upto_seq)`: the cursor is persisted
 //! atomically (temp file, fsync, rename, fsync directory) and segments holding only
-//! acknowledged samples are deleted.
+//! acknowledged samples are deleted, except the newest sealed one: the samples of the last
+//! moments before a crash are the evidence the MQTT replay at start needs
+//! (`crate::sources::replay`).
 //!
 //! No clock is read in here: append times and `sync_if_due`'s `now` come from the caller.
 
@@ -286,6 +288,8 @@ pub struct SpoolStat {
     /// Highest sample seq acknowledged upstream (0: none).
     pub acked_seq: u64,
     pub oldest_unacked_sample_seq: Option<u64>,
+    /// Append time of that sample, ms since the Unix epoch: the uplink's lag.
+    pub oldest_unacked_appended_at_ms: Option<i64>,
     pub oldest_appended_at_ms: Option<i64>,
     pub reads: ReadCounters,
     pub recovery: RecoveryReport,
@@ -925,6 +929,12 @@ impl Spool {
             let Some(oldest) = state.sealed.front() else {
                 break;
             };
+            // The newest sealed segment stays even when acknowledged: with the active one
+            // it holds the samples of the last moments before a crash, which tell the
+            // MQTT replay at start which bins are already spooled (`sources::replay`).
+            if state.sealed.len() == 1 {
+                break;
+            }
             let next_first = state.sealed.get(1).unwrap_or(&state.active).first_seq;
             let fully_acked = oldest.last_seq.is_none_or(|last| last <= acked)
                 || next_first <= acked.saturating_add(1);
@@ -1019,11 +1029,12 @@ impl Spool {
     pub fn stat(&self) -> Result<SpoolStat, SpoolError> {
         let samples = self.samples.stat();
         let raw = self.raw.stat();
-        let oldest_unacked_sample_seq = self
+        let oldest_unacked = self
             .iter(RecordClass::Sample, self.acked_seq)
             .next()
-            .transpose()?
-            .map(|r| r.seq);
+            .transpose()?;
+        let oldest_unacked_sample_seq = oldest_unacked.as_ref().map(|r| r.seq);
+        let oldest_unacked_appended_at_ms = oldest_unacked.map(|r| r.appended_at_ms);
         let oldest_appended_at_ms = [samples.oldest_appended_at_ms, raw.oldest_appended_at_ms]
             .into_iter()
             .flatten()
@@ -1037,6 +1048,7 @@ impl Spool {
             durable_seq: self.durable_seq,
             acked_seq: self.acked_seq,
             oldest_unacked_sample_seq,
+            oldest_unacked_appended_at_ms,
             oldest_appended_at_ms,
             reads: self.reads,
             recovery: self.recovery.clone(),
