@@ -82,8 +82,11 @@ client_id = "test-edge-broker"
     }
 
     fn start(&self) -> Child {
+        // Subscribed, not only connected: a message published before the SUBACK is
+        // not delivered (and slow or emulated CPUs widen that gap to seconds).
+        let before = self.log_text().matches("MQTT subscribed").count();
         let child = self.spawn(&[]);
-        self.wait_log("MQTT connected", 1);
+        self.wait_log("MQTT subscribed", before + 1);
         child
     }
 
@@ -255,7 +258,6 @@ fn messages_published_while_stopped_arrive_after_restart() {
     let b = Edge::new(&broker);
     // The first run creates the persistent session (subscription under the client id).
     let child = b.start();
-    thread::sleep(Duration::from_millis(500));
     b.stop(child);
 
     let mut published = BTreeMap::new();

@@ -18,7 +18,9 @@
 mod common;
 
 use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -79,7 +81,7 @@ fn run_case(case: &Case<'_>) -> (Vec<Value>, Truth, String) {
     )
     .unwrap();
     let spool = tmp.path().join("spool");
-    let daemon = Command::new(env!("CARGO_BIN_EXE_ingest-daemon"))
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_ingest-daemon"))
         .env_remove("RUST_LOG")
         .args([
             "run",
@@ -97,8 +99,33 @@ fn run_case(case: &Case<'_>) -> (Vec<Value>, Truth, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Let the daemon open the port before the first byte arrives.
-    thread::sleep(Duration::from_millis(1500));
+    // Bytes written before the daemon opens the port are lost: wait for its "port open"
+    // line (seconds on an emulated CPU), keeping the rest of the log for the assertions.
+    let stderr = daemon.stderr.take().unwrap();
+    let (opened_tx, opened_rx) = mpsc::channel();
+    let log_reader = thread::spawn(move || {
+        let mut opened = Some(opened_tx);
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("port open")
+                && let Some(tx) = opened.take()
+            {
+                let _ = tx.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    if opened_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        panic!(
+            "the daemon never opened the port:\n{}",
+            log_reader.join().unwrap()
+        );
+    }
     let truth_path = tmp.path().join("truth.csv");
     let sim = run_ok(
         Command::new(env!("CARGO_BIN_EXE_detector-sim"))
@@ -124,8 +151,7 @@ fn run_case(case: &Case<'_>) -> (Vec<Value>, Truth, String) {
     );
     let out = daemon.wait_with_output().unwrap();
     // The daemon's log, then the simulator's summary.
-    let stderr =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&sim.stderr);
+    let stderr = log_reader.join().unwrap() + &String::from_utf8_lossy(&sim.stderr);
     assert!(out.status.success(), "daemon failed:\n{stderr}");
     let export = run_ok(
         Command::new(env!("CARGO_BIN_EXE_ingest-daemon"))

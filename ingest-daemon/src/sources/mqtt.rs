@@ -618,6 +618,11 @@ impl Source for Mqtt {
                         client.try_subscribe_many(subs).context("cannot subscribe")?;
                         self.push_alive(self.clock.now());
                     }
+                    // Only from here on does the broker deliver (and, with a persistent
+                    // session, keep) the topics' messages.
+                    Event::Incoming(Packet::SubAck(ack)) => {
+                        info!(return_codes = ?ack.return_codes, "MQTT subscribed");
+                    }
                     Event::Incoming(Packet::Publish(publish)) => {
                         self.on_publish(&client, publish, &mut pending).await?;
                     }
