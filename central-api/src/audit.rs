@@ -77,3 +77,18 @@ pub async fn record<C: GenericClient>(
     .await?;
     Ok(())
 }
+
+/// The fields that differ between two JSON objects: `{"field": {"from": .., "to": ..}}`,
+/// ignoring `updated_at`. For change histories.
+pub fn diff(before: &serde_json::Value, after: &serde_json::Value) -> serde_json::Value {
+    let mut changes = serde_json::Map::new();
+    if let (Some(b), Some(a)) = (before.as_object(), after.as_object()) {
+        for (key, new) in a {
+            let old = b.get(key).unwrap_or(&serde_json::Value::Null);
+            if key != "updated_at" && old != new {
+                changes.insert(key.clone(), serde_json::json!({ "from": old, "to": new }));
+            }
+        }
+    }
+    serde_json::Value::Object(changes)
+}

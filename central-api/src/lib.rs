@@ -18,6 +18,8 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod db;
+#[macro_use]
+pub mod enums;
 pub mod error;
 pub mod extract;
 pub mod http;
