@@ -339,3 +339,57 @@ pub async fn send(rb: RequestBuilder) -> (StatusCode, Value) {
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     (status, body)
 }
+
+/// A valid incident body (merge overrides into it).
+pub fn incident_body(overrides: Value) -> Value {
+    let mut body = json!({
+        "kind": "accident",
+        "title": "Two cars, right lane",
+        "lat": 52.52,
+        "lon": 13.405,
+        "severity": "medium",
+        "lanes_total": 3,
+        "lanes_blocked": [3],
+        "area": "north",
+    });
+    if let (Some(b), Some(o)) = (body.as_object_mut(), overrides.as_object()) {
+        for (k, v) in o {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    body
+}
+
+/// Creates an incident as `token`'s user; panics unless 201.
+pub async fn create_incident(api: &Api, token: &str, overrides: Value) -> Value {
+    let (status, body) = send(
+        api.post("/api/incidents/", Some(token))
+            .json(&incident_body(overrides)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "create incident: {body}");
+    body
+}
+
+/// Moves incident `id` to `to`; returns status and body.
+pub async fn transition(api: &Api, token: &str, id: i64, body: Value) -> (StatusCode, Value) {
+    send(
+        api.post(&format!("/api/incidents/{id}/transitions/"), Some(token))
+            .json(&body),
+    )
+    .await
+}
+
+/// Files an appeal (anonymously with `None`); panics unless 201.
+pub async fn file_appeal(api: &Api, token: Option<&str>) -> Value {
+    let (status, body) = send(api.post("/api/appeals/", token).json(&json!({
+        "kind": "debris",
+        "description": "A tyre on the road near exit 12",
+        "lat": 52.5,
+        "lon": 13.4,
+        "contact": "citizen@example.org",
+    })))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "file appeal: {body}");
+    body
+}
