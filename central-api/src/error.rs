@@ -207,13 +207,15 @@ impl From<tokio_postgres::Error> for ApiError {
                     ApiError::field(field, message)
                 };
             }
-            // Input too large for a column type the validation let through.
-            if *code == SqlState::NUMERIC_VALUE_OUT_OF_RANGE
-                || *code == SqlState::STRING_DATA_RIGHT_TRUNCATION
-            {
+            // Class 22, data exceptions: input the validation let through but PostgreSQL
+            // refuses (a NUL character in text, a number out of a column's range). The
+            // client's fault, so a 400, not a 500.
+            if code.code().starts_with("22") {
+                tracing::debug!(code = code.code(), "data exception from client input");
                 return ApiError::BadRequest {
                     code: "validation",
-                    message: "a value is out of range".to_owned(),
+                    message: "a value is not acceptable (out of range or an invalid character)"
+                        .to_owned(),
                     fields: vec![],
                 };
             }

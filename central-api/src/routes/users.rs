@@ -232,6 +232,7 @@ pub async fn insert_user(
     security((), ("bearer" = [])),
     responses(
         (status = 201, description = "created", body = User),
+        (status = 401, description = "only an admin may create this account: log in", body = crate::error::ErrorBody),
         (status = 403, description = "this role may not be created by the caller", body = crate::error::ErrorBody),
         (status = 409, description = "the username is taken", body = crate::error::ErrorBody),
         (status = 422, description = "invalid fields", body = crate::error::ErrorBody)))]
@@ -245,7 +246,10 @@ async fn create_user(
     let is_admin = caller.is_some_and(|c| c.role == Role::Admin);
     if !is_admin {
         if role != Role::Public || body.patrol_id.is_some() {
-            return Err(ApiError::Forbidden("only an admin may create this account"));
+            return Err(match caller {
+                None => ApiError::Unauthorized("log in as an admin to create this account"),
+                Some(_) => ApiError::Forbidden("only an admin may create this account"),
+            });
         }
         if !state.config.auth.public_signup {
             return Err(ApiError::Forbidden("sign-up is disabled; ask an admin"));
