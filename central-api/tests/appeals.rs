@@ -1,5 +1,6 @@
 //! Citizen appeals: filing (also anonymously), reading one's own, status changes with
 //! answers, and turning an appeal into an incident.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

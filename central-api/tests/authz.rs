@@ -2,6 +2,7 @@
 //! anonymously, each answer checked against who is allowed. "Allowed" means the request got
 //! past authorization (any status but 401/403); "refused" means 401 (anonymous) or 403.
 //! Then cross-user probes: a user reaching for another user's data.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Bad input on every route with a body or parameters: malformed JSON, wrong types,
 //! over-long strings, unknown fields, NUL characters and SQL metacharacters. The answer is
 //! always a 4xx naming the field (or an accepted, verbatim value), never a 5xx.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

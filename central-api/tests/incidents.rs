@@ -1,5 +1,6 @@
 //! Incidents: the whole lifecycle (every legal and illegal transition), the timeline,
 //! history, filters, paging and patrol visibility, against a real PostgreSQL.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

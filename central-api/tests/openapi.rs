@@ -1,5 +1,6 @@
 //! The OpenAPI document: it lists every route, and real responses (successes and errors)
 //! validate against the schemas it declares for them.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

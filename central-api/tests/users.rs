@@ -1,5 +1,6 @@
 //! Users and auth against a real PostgreSQL: sign-up, roles, tokens (refresh rotation,
 //! reuse detection, logout), updates and deletion rules.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

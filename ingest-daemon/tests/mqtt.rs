@@ -396,58 +396,8 @@ lanes = { 11 = 1, 12 = 2 }
 /// A throwaway CA (in `dir`) and a certificate for `localhost` / 127.0.0.1 signed by it:
 /// (CA, certificate, key) paths.
 fn make_certs(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |f: &str| dir.join(format!("{name}-{f}"));
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    let s = |p: &PathBuf| p.display().to_string();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test ca",
-        "-keyout",
-        &s(&p("ca.key")),
-        "-out",
-        &s(&p("ca.pem")),
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        &s(&p("server.key")),
-        "-out",
-        &s(&p("server.csr")),
-    ]);
-    std::fs::write(p("ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-days",
-        "2",
-        "-in",
-        &s(&p("server.csr")),
-        "-CA",
-        &s(&p("ca.pem")),
-        "-CAkey",
-        &s(&p("ca.key")),
-        "-CAcreateserial",
-        "-out",
-        &s(&p("server.pem")),
-        "-extfile",
-        &s(&p("ext")),
-    ]);
-    (p("ca.pem"), p("server.pem"), p("server.key"))
+    let c = test_support::make_certs(dir, name);
+    (c.ca, c.cert, c.key)
 }
 
 const VEHICLE_TOPIC: &str = r#"

@@ -17,6 +17,7 @@
 //!   [`Subscription`] that waits for the broker's SUBACK before returning.
 //! - [`PtyPair`]: two linked pseudo-terminals (`socat`), to stand in for a serial line.
 //! - [`free_port`]: a loopback port nobody listened on a moment ago.
+//! - [`make_certs`]: a throwaway CA and a server certificate for 127.0.0.1 (`openssl`).
 //!
 //! Processes die with the test process even when it is killed: each service has a small
 //! `sh` "reaper" child that blocks reading a pipe only this process holds; when the pipe
@@ -44,8 +45,10 @@ mod ports;
 mod proc;
 mod pty;
 mod settings;
+mod tls;
 
 pub use mosquitto::{Message, Mosquitto, MosquittoBuilder, Subscription, SubscriptionBuilder};
 pub use pg::PgServer;
 pub use ports::free_port;
 pub use pty::PtyPair;
+pub use tls::{TestCerts, make_certs};
