@@ -138,14 +138,7 @@ async fn the_document_lists_every_route_and_responses_match_it() {
         );
     }
     // The docs page needs nothing from elsewhere.
-    let page = api
-        .get("/api/docs", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = api.get_text("/api/docs").await;
     assert!(page.contains("/api/openapi.json"));
     assert!(
         !page.contains("http://") && !page.contains("https://"),

@@ -70,14 +70,7 @@ async fn rate_limits_answer_429_with_retry_after() {
         let (status, _) = send(api.get("/health", None)).await;
         assert_eq!(status, StatusCode::OK);
     }
-    let metrics = api
-        .get("/metrics", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.get_text("/metrics").await;
     assert!(metrics.contains("status=\"429\""), "{metrics}");
 }
 
@@ -114,14 +107,7 @@ async fn metrics_count_requests_and_open_incidents() {
     let op = api.login_as(Role::Operator).await;
     create_incident(&api, &op.token, json!({})).await;
     send(api.get("/api/incidents/0/", Some(&op.token))).await;
-    let text = api
-        .get("/metrics", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.get_text("/metrics").await;
     assert!(
         text.contains("http_requests_total{route=\"/api/incidents/\",status=\"201\"}"),
         "{text}"

@@ -274,6 +274,12 @@ impl Api {
         self.request(Method::DELETE, path, token)
     }
 
+    /// The body of an anonymous GET as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        let res = self.get(path, None).send().await.expect("request");
+        res.text().await.expect("body")
+    }
+
     /// Logs in; panics unless it works.
     pub async fn login(&self, username: &str, password: &str) -> Session {
         let res = self
