@@ -60,9 +60,15 @@ pub async fn record<C: GenericClient>(
     before: Option<serde_json::Value>,
     after: Option<serde_json::Value>,
 ) -> ApiResult<()> {
+    // Cached per connection: every change writes one, so skip the parse round trip.
+    let stmt = db
+        .prepare_cached(
+            "INSERT INTO audit_log (actor_id, actor_role, action, entity, entity_id, before, after, request_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await?;
     db.execute(
-        "INSERT INTO audit_log (actor_id, actor_role, action, entity, entity_id, before, after, request_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &stmt,
         &[
             &actor.user_id,
             &actor.role,

@@ -159,6 +159,7 @@ async fn tls_when_configured() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.version(), reqwest::Version::HTTP_2, "ALPN chose h2");
     // Plain HTTP to the TLS port gets nowhere, and an untrusting client refuses the cert.
     let plain = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{}/health", app.addr.port()))

@@ -499,15 +499,18 @@ pub async fn insert_incident(
         reported_at,
     );
     v.finish()?;
-    let row = db
-        .query_one(
-            &format!(
-                "INSERT INTO incident (kind, severity, probability, title, description, lat, lon, \
+    let stmt = db
+        .prepare_cached(&format!(
+            "INSERT INTO incident (kind, severity, probability, title, description, lat, lon, \
                    area, road, direction, lanes_total, lanes_blocked, assigned_patrol_id, source, \
                    reported_by, t0_occurred_at, t1_reported_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
                  RETURNING {COLUMNS}"
-            ),
+        ))
+        .await?;
+    let row = db
+        .query_one(
+            &stmt,
             &[
                 &b.kind.as_str(),
                 &b.severity.unwrap_or(Severity::Unknown).as_str(),
@@ -566,9 +569,14 @@ async fn add_event(
     note: Option<&str>,
     changes: serde_json::Value,
 ) -> ApiResult<()> {
+    let stmt = db
+        .prepare_cached(
+            "INSERT INTO incident_event (incident_id, actor_id, kind, from_state, to_state, note, changes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await?;
     db.execute(
-        "INSERT INTO incident_event (incident_id, actor_id, kind, from_state, to_state, note, changes) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &stmt,
         &[
             &incident_id,
             &actor.user_id,
