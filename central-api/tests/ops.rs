@@ -176,6 +176,75 @@ async fn tls_when_configured() {
     app.stop();
 }
 
+/// Polls `condition` every 20 ms until it holds; panics after 30 s.
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn shutdown_lets_open_requests_finish_and_refuses_new_ones() {
+    let app = TestApp::spawn(|_| {});
+    let api = app.api();
+    let op = api.login_as(Role::Operator).await;
+    let id = create_incident(&api, &op.token, json!({})).await["id"]
+        .as_i64()
+        .unwrap();
+    // Hold the incident's row lock, so that an update through the API waits inside the
+    // server until we let go.
+    let url = PgServer::shared().connection_string(&app.db);
+    let (mut db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let tx = db.transaction().await.unwrap();
+    tx.execute("SELECT 1 FROM incident WHERE id = $1 FOR UPDATE", &[&id])
+        .await
+        .unwrap();
+    let pending = tokio::spawn({
+        let api = api.clone();
+        let token = op.token.clone();
+        async move {
+            send(
+                api.patch(&format!("/api/incidents/{id}/"), Some(&token))
+                    .json(&json!({"severity": "high"})),
+            )
+            .await
+        }
+    });
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE application_name = 'central-api' AND wait_event_type = 'Lock'";
+    wait_until("the update to wait on the lock", || {
+        app.psql(waiting) == "1"
+    })
+    .await;
+
+    app.begin_shutdown();
+    let addr = app.addr;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepting connections"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!pending.is_finished());
+    tx.commit().await.unwrap();
+    let (status, body) = pending.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["severity"], "high");
+    app.stop();
+    drop(db);
+    let _ = conn.await;
+}
+
 /// Runs the binary; returns (success, stdout + stderr).
 fn run_cli(args: &[&str], stdin: &str) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_central-api"))

@@ -194,8 +194,24 @@ async fn users_change_their_own_account_and_admins_any() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     api.login(&me.username, "another-long-password").await;
 
-    // An admin disables the account: no more logins.
+    // An admin resets another user's password without theirs, but not their own.
     let admin = api.admin().await;
+    let (status, body) = send(
+        api.put(&format!("/api/users/{}/", admin.id), Some(&admin.token))
+            .json(&json!({"password": "a-new-admin-password"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["fields"][0]["field"], "current_password");
+    let (status, body) = send(
+        api.put(&format!("/api/users/{}/", other.id), Some(&admin.token))
+            .json(&json!({"password": "reset-by-the-admin"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    api.login(&other.username, "reset-by-the-admin").await;
+
+    // An admin disables the account: no more logins.
     let (status, body) = send(
         api.put(&path, Some(&admin.token))
             .json(&json!({"disabled": true, "role": "analyst"})),

@@ -5,7 +5,8 @@
 //!   any role.
 //! - list: admin. Read one: the user themself, an admin or an operator.
 //! - update: the user themself (display name, email, password with the current one); an
-//!   admin (also role, patrol, disabled, and a password reset without the current one).
+//!   admin (also role, patrol, disabled, and resetting another user's password without
+//!   theirs).
 //! - delete: admin, never their own account nor the last admin.
 //!
 //! Changing the password, role or disabled flag revokes the user's refresh tokens.
@@ -97,7 +98,8 @@ pub struct UpdateUser {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>, nullable)]
     pub email: Option<Option<String>>,
-    /// A new password; unless an admin sets it, `current_password` must be given too.
+    /// A new password; for one's own account `current_password` must be given too (an
+    /// admin resetting another user's password needs none).
     pub password: Option<String>,
     pub current_password: Option<String>,
     /// Admin only.
@@ -409,10 +411,14 @@ async fn update_user(
     if let Some(Some(e)) = &body.email {
         validate_email(&mut v, e);
     }
+    // Changing one's own password needs the current one, even for an admin (a stolen
+    // access token must not be enough to take an account over); an admin resetting
+    // someone else's does not.
+    let own = caller.id == id;
     if let Some(p) = &body.password {
         validate_password(&mut v, "password", p);
-        if !is_admin && body.current_password.is_none() {
-            v.add("current_password", "is required to change the password");
+        if own && body.current_password.is_none() {
+            v.add("current_password", "is required to change your password");
         }
     }
     if let Some(p) = &body.current_password {
@@ -433,18 +439,16 @@ async fn update_user(
         .ok_or(ApiError::NotFound)?;
     let before = User::from_row(&row)?;
     let stored_hash: String = row.get(9);
-    if let (Some(_), Some(current)) = (&body.password, &body.current_password) {
-        if !is_admin || caller.id == id {
-            let ok = state
-                .passwords
-                .verify(current.clone(), Some(stored_hash))
-                .await?;
-            if !ok {
-                return Err(ApiError::field(
-                    "current_password",
-                    "is not the current password",
-                ));
-            }
+    if let (true, Some(_), Some(current)) = (own, &body.password, &body.current_password) {
+        let ok = state
+            .passwords
+            .verify(current.clone(), Some(stored_hash))
+            .await?;
+        if !ok {
+            return Err(ApiError::field(
+                "current_password",
+                "is not the current password",
+            ));
         }
     }
     if id == caller.id

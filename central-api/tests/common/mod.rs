@@ -182,6 +182,11 @@ impl TestApp {
         .expect("patrol id")
     }
 
+    /// Starts a graceful shutdown (as SIGTERM would) without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Stops the server and waits for it (drained).
     pub fn stop(mut self) {
         self.shutdown.cancel();
