@@ -197,6 +197,9 @@ pub struct RateLimitConfig {
     pub per_user_per_s: u32,
     /// Default 200.
     pub per_user_burst: u32,
+    /// Login attempts per minute per client address, on top of the limits above (password
+    /// guessing). Default 30.
+    pub login_per_minute: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -207,6 +210,7 @@ impl Default for RateLimitConfig {
             per_client_burst: 100,
             per_user_per_s: 50,
             per_user_burst: 200,
+            login_per_minute: 30,
         }
     }
 }

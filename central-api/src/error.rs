@@ -220,7 +220,10 @@ impl From<tokio_postgres::Error> for ApiError {
                 };
             }
         }
-        if e.is_closed() || e.as_db_error().is_none() {
+        // A lost or unreachable server is a 503 (retry later); anything else, such as a
+        // type mismatch between Rust and SQL, is a bug: 500.
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        if e.is_closed() || io {
             return ApiError::Unavailable(e.into());
         }
         ApiError::Internal(e.into())

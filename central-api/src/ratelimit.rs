@@ -1,6 +1,6 @@
 //! Rate limiting: a GCRA limiter (governor) keyed by client address for anonymous
-//! requests and by user id for requests with a valid access token. An exceeded limit is a
-//! 429 with `Retry-After`.
+//! requests and by user id for requests with a valid access token, and a stricter one per
+//! client address for login attempts. An exceeded limit is a 429 with `Retry-After`.
 //!
 //! The state is per instance: behind a load balancer with N instances a client gets up to
 //! N times the configured rate. That keeps the service stateless; a limit shared across
@@ -29,8 +29,12 @@ const PRUNE_EVERY: u64 = 10_000;
 pub struct RateLimiters {
     clients: DefaultKeyedRateLimiter<IpAddr>,
     users: DefaultKeyedRateLimiter<i64>,
+    logins: DefaultKeyedRateLimiter<IpAddr>,
     checks: AtomicU64,
 }
+
+/// The route whose attempts `rate_limit.login_per_minute` limits.
+const LOGIN_PATH: &str = "/api/auth/login/";
 
 fn quota(per_s: u32, burst: u32) -> Quota {
     let per_s = NonZeroU32::new(per_s).unwrap_or(NonZeroU32::MIN);
@@ -43,18 +47,26 @@ impl RateLimiters {
         Self {
             clients: RateLimiter::keyed(quota(config.per_client_per_s, config.per_client_burst)),
             users: RateLimiter::keyed(quota(config.per_user_per_s, config.per_user_burst)),
+            logins: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(config.login_per_minute).unwrap_or(NonZeroU32::MIN),
+            )),
             checks: AtomicU64::new(0),
         }
     }
 
-    fn check(&self, user: Option<&AuthUser>, client: IpAddr) -> Result<(), ApiError> {
+    fn check(&self, user: Option<&AuthUser>, client: IpAddr, login: bool) -> Result<(), ApiError> {
         if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.clients.retain_recent();
             self.users.retain_recent();
+            self.logins.retain_recent();
         }
         let result = match user {
             Some(u) => self.users.check_key(&u.id),
             None => self.clients.check_key(&client),
+        };
+        let result = match result {
+            Ok(()) if login => self.logins.check_key(&client),
+            other => other,
         };
         result.map_err(|not_until| ApiError::RateLimited {
             retry_after: not_until.wait_time_from(DefaultClock::default().now()),
@@ -94,7 +106,8 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
     }
     req = Request::from_parts(parts, body);
     let client = client_addr(&req, state.config.server.trust_forwarded_for);
-    match limiters.check(user.as_ref(), client) {
+    let login = req.uri().path() == LOGIN_PATH;
+    match limiters.check(user.as_ref(), client, login) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }

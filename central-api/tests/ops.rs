@@ -75,6 +75,37 @@ async fn rate_limits_answer_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn password_guessing_is_limited_per_client() {
+    let app = TestApp::spawn(|c| {
+        c.rate_limit.enabled = true;
+        c.rate_limit.login_per_minute = 3;
+    });
+    let api = app.api();
+    let guess = || {
+        api.post("/api/auth/login/", None)
+            .json(&json!({"username": common::ADMIN_USER, "password": "guess-guess-guess"}))
+    };
+    for _ in 0..3 {
+        let (status, _) = send(guess()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let res = guess().send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=20).contains(&retry),
+        "a new attempt every 20 s: {retry}"
+    );
+    // Other requests from the same client are not affected.
+    let (status, _) = send(api.get("/api/incidents/", None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn request_ids_reach_responses_and_the_audit_log() {
     let app = TestApp::shared();
     let api = app.api();
