@@ -414,3 +414,49 @@ async fn the_binary_migrates_bootstraps_serves_and_stops() {
     );
     assert!(lines.iter().any(|l| l["message"] == "stopped"), "{logs}");
 }
+
+#[tokio::test]
+async fn an_unreachable_database_is_503_not_500() {
+    use tower::ServiceExt;
+    // A config whose database port nobody listens on.
+    let mut config = common::test_config("nowhere");
+    config.database.port = test_support::free_port();
+    config.database.connect_timeout_s = 2;
+    config.database.pool_timeout_s = 2;
+    let state = central_api::AppState::new(config).unwrap();
+    let token = state
+        .tokens
+        .access_token(&central_api::auth::AuthUser {
+            id: 1,
+            role: Role::Operator,
+            patrol_id: None,
+        })
+        .unwrap();
+    let app = central_api::app(state);
+    let call = |path: &str| {
+        axum::http::Request::get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    for (path, expected) in [
+        ("/health", StatusCode::OK),
+        ("/ready", StatusCode::SERVICE_UNAVAILABLE),
+        ("/api/incidents/", StatusCode::SERVICE_UNAVAILABLE),
+        ("/api/users/me/", StatusCode::SERVICE_UNAVAILABLE),
+    ] {
+        let res = app.clone().oneshot(call(path)).await.unwrap();
+        assert_eq!(res.status().as_u16(), expected.as_u16(), "{path}");
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        if expected == StatusCode::SERVICE_UNAVAILABLE && path != "/ready" {
+            assert_eq!(body["error"], "unavailable", "{path}: {body}");
+            assert!(
+                !body.to_string().contains("connect"),
+                "no internals: {body}"
+            );
+        }
+    }
+}
