@@ -107,6 +107,7 @@ pub fn app(state: AppState) -> Router {
                 ),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId::default()))
+        .layer(middleware::map_request(drop_odd_request_id))
         .with_state(state)
 }
 
@@ -122,6 +123,21 @@ fn request_span(req: &Request) -> tracing::Span {
         .unwrap_or("-");
     tracing::info_span!("request", method = %req.method(), route, request_id = id)
 }
+
+/// A client's request id is kept only when it is short printable ASCII; otherwise the
+/// service makes its own (ids go into every log line and audit row).
+async fn drop_odd_request_id(mut req: Request) -> Request {
+    let odd = req.headers().get(REQUEST_ID).is_some_and(|v| {
+        v.len() > MAX_REQUEST_ID || !v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    });
+    if odd {
+        req.headers_mut().remove(REQUEST_ID);
+    }
+    req
+}
+
+/// Longest request id taken from a client.
+const MAX_REQUEST_ID: usize = 128;
 
 /// Request ids: a random per-process prefix and a counter, unique across instances.
 #[derive(Debug, Clone)]
@@ -167,7 +183,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
             .headers
             .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(128).collect())
+            .map(|s| s.chars().take(MAX_REQUEST_ID).collect())
             .unwrap_or_default();
         Ok(RequestId(id))
     }

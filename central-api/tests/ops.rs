@@ -123,6 +123,17 @@ async fn request_ids_reach_responses_and_the_audit_log() {
         "SELECT request_id FROM audit_log WHERE entity = 'incident' AND entity_id = '{id}'"
     ));
     assert_eq!(logged, "probe-4711");
+    // An odd one (too long, or not printable) is replaced.
+    for odd in ["x".repeat(500), "two words".to_owned()] {
+        let res = api
+            .get("/health", None)
+            .header("x-request-id", &odd)
+            .send()
+            .await
+            .unwrap();
+        let got = res.headers()["x-request-id"].to_str().unwrap();
+        assert!(got != odd && got.len() < 40, "{got}");
+    }
     // Without one, the service makes one.
     let res = api.get("/health", None).send().await.unwrap();
     let made = res.headers()["x-request-id"].to_str().unwrap().to_owned();
