@@ -9,6 +9,8 @@
 //!   [`extract`]: body, query and path extractors whose errors name the field.
 //! - [`auth`]: roles, access and refresh tokens, argon2id, the [`auth::AuthUser`] extractor.
 //! - [`audit`]: the audit log row written with every change.
+//! - [`query`]: paging and filter helpers for list endpoints; [`text_enum!`]: enums
+//!   stored as text.
 //! - [`ratelimit`], [`metrics`]: per-client and per-user limits; Prometheus metrics.
 //! - [`serve`]: listening (plain or TLS), systemd readiness, graceful shutdown.
 //! - [`bootstrap`]: the first admin account.
@@ -25,6 +27,7 @@ pub mod extract;
 pub mod http;
 pub mod metrics;
 pub mod migrate;
+pub mod query;
 pub mod ratelimit;
 pub mod routes;
 pub mod serve;

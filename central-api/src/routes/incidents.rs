@@ -21,8 +21,6 @@
 //!   patrol).
 //! - public, anonymous: nothing (citizens file appeals).
 
-use std::fmt::Write as _;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -30,7 +28,6 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -40,7 +37,7 @@ use crate::auth::{AuthUser, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody, Validator};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, nullable};
 use crate::http::RequestId;
-use crate::routes::users::{page, paging};
+use crate::query::{Filter, page, paging};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -734,48 +731,6 @@ fn parse_bbox(s: &str) -> ApiResult<[f64; 4]> {
     }
 }
 
-/// SQL `WHERE` clauses with numbered parameters.
-#[derive(Default)]
-struct Filter {
-    clauses: Vec<String>,
-    params: Vec<Box<dyn ToSql + Sync + Send>>,
-}
-
-impl Filter {
-    /// Adds `clause`, where `$$` stands for the parameter `value`.
-    fn add<T: ToSql + Sync + Send + 'static>(&mut self, clause: &str, value: T) {
-        self.add_all(clause, vec![Box::new(value)]);
-    }
-
-    /// Adds `clause`, where each `$$` in turn stands for the next of `values`.
-    fn add_all(&mut self, clause: &str, values: Vec<Box<dyn ToSql + Sync + Send>>) {
-        let mut sql = String::new();
-        let mut pieces = clause.split("$$");
-        sql.push_str(pieces.next().unwrap_or_default());
-        for (piece, value) in pieces.zip(values) {
-            self.params.push(value);
-            let _ = write!(sql, "${}", self.params.len());
-            sql.push_str(piece);
-        }
-        self.clauses.push(sql);
-    }
-
-    fn sql(&self) -> String {
-        if self.clauses.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", self.clauses.join(" AND "))
-        }
-    }
-
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect()
-    }
-}
-
 /// List incidents, filtered, sorted and paged.
 #[utoipa::path(get, path = "/api/incidents/", tag = "incidents",
     params(IncidentQuery),
@@ -856,7 +811,7 @@ async fn list_incidents(
     if let Some(p) = q.assigned_patrol_id {
         f.add("assigned_patrol_id = $$", p);
     }
-    let n = f.params.len();
+    let n = f.param_count();
     let sql = format!(
         "SELECT {COLUMNS} FROM incident{} ORDER BY {order} LIMIT ${} OFFSET ${}",
         f.sql(),

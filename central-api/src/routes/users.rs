@@ -29,6 +29,9 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, nullable};
 use crate::http::{RequestId, no_content};
 use crate::state::AppState;
 
+// Kept here too for modules that imported them from users before they moved.
+pub use crate::query::{page, paging};
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_user, list_users))
@@ -305,33 +308,6 @@ async fn list_users(
         .await?;
     page(rows, limit, offset, User::from_row)
         .map(|(items, next_offset)| axum::Json(UserPage { items, next_offset }))
-}
-
-/// Checks `limit` (1–200, default 50) and `offset` (≥ 0, default 0).
-pub fn paging(limit: Option<i64>, offset: Option<i64>) -> ApiResult<(i64, i64)> {
-    let mut v = Validator::new();
-    let limit = limit.unwrap_or(50);
-    let offset = offset.unwrap_or(0);
-    v.range("query.limit", limit, 1, 200);
-    v.range("query.offset", offset, 0, i64::from(i32::MAX));
-    v.finish()?;
-    Ok((limit, offset))
-}
-
-/// Turns `limit + 1` fetched rows into a page and the next offset.
-pub fn page<T>(
-    rows: Vec<Row>,
-    limit: i64,
-    offset: i64,
-    from_row: impl Fn(&Row) -> ApiResult<T>,
-) -> ApiResult<(Vec<T>, Option<i64>)> {
-    let more = rows.len() as i64 > limit;
-    let items = rows
-        .iter()
-        .take(usize::try_from(limit).unwrap_or(0))
-        .map(from_row)
-        .collect::<ApiResult<Vec<T>>>()?;
-    Ok((items, more.then_some(offset + limit)))
 }
 
 /// The caller's own account.
