@@ -1,0 +1,106 @@
+//! The connection pool, and connections for one-off commands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::Client;
+
+use crate::config::{Config, DbTls};
+
+/// The tokio-postgres settings the config describes (password read from its file).
+pub fn pg_config(config: &Config) -> anyhow::Result<tokio_postgres::Config> {
+    let d = &config.database;
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&d.host)
+        .port(d.port)
+        .user(&d.user)
+        .dbname(&d.dbname)
+        .application_name("central-api")
+        .connect_timeout(Duration::from_secs(d.connect_timeout_s));
+    if let Some(pw) = config.database_password()? {
+        pg.password(pw.expose());
+    }
+    Ok(pg)
+}
+
+fn tls(config: &Config) -> anyhow::Result<Option<tokio_postgres_rustls::MakeRustlsConnect>> {
+    if config.database.tls == DbTls::Disable {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &config.database.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("database.ca_file: cannot read {}", path.display()))?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert
+                    .with_context(|| format!("database.ca_file: bad PEM in {}", path.display()))?;
+                roots
+                    .add(cert)
+                    .context("database.ca_file: unusable certificate")?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // One unusable system certificate must not stop the others.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(client)))
+}
+
+/// The pool the service uses. Connections are opened lazily.
+pub fn pool(config: &Config) -> anyhow::Result<Pool> {
+    let pg = pg_config(config)?;
+    let mgr_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let mgr = match tls(config)? {
+        Some(tls) => Manager::from_config(pg, tls, mgr_config),
+        None => Manager::from_config(pg, tokio_postgres::NoTls, mgr_config),
+    };
+    let timeout = Some(Duration::from_secs(config.database.pool_timeout_s));
+    Pool::builder(mgr)
+        .max_size(config.database.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(timeout)
+        .create_timeout(Some(Duration::from_secs(config.database.connect_timeout_s)))
+        .recycle_timeout(timeout)
+        .build()
+        .context("building the database pool")
+}
+
+/// One connection, for `migrate` and `create-admin`. The connection task ends when the
+/// client is dropped.
+pub async fn connect(config: &Config) -> anyhow::Result<Client> {
+    let pg = pg_config(config)?;
+    let d = &config.database;
+    let what = || {
+        format!(
+            "connecting to PostgreSQL at {}:{} as {}",
+            d.host, d.port, d.user
+        )
+    };
+    let client = match tls(config)? {
+        Some(tls) => {
+            let (client, conn) = pg.connect(tls).await.with_context(what)?;
+            tokio::spawn(conn);
+            client
+        }
+        None => {
+            let (client, conn) = pg.connect(tokio_postgres::NoTls).await.with_context(what)?;
+            tokio::spawn(conn);
+            client
+        }
+    };
+    Ok(client)
+}

@@ -1,0 +1,249 @@
+//! `/api/auth/`: log in (password → access + refresh token), refresh (rotating the refresh
+//! token) and log out (revoking it).
+//!
+//! Refresh tokens rotate: each use revokes the token and issues a new one of the same
+//! family. A revoked token presented again means it was copied: the whole family is
+//! revoked, and the thief and the owner both have to log in again.
+
+use axum::extract::State;
+use axum::response::Response;
+use chrono::Utc;
+use deadpool_postgres::GenericClient;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::audit::{self, Actor};
+use crate::auth::{AuthUser, MAX_PASSWORD_BYTES, Role, refresh_token_hash};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::http::{RequestId, no_content};
+use crate::routes::users::{USER_COLUMNS, User};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// Send as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Exchange at `POST /api/auth/refresh/` for new tokens; usable once.
+    pub refresh_token: String,
+    pub refresh_expires_in: u64,
+    pub user: User,
+}
+
+const BAD_LOGIN: &str = "wrong username or password";
+const BAD_REFRESH: &str = "the refresh token is invalid, expired or revoked";
+
+async fn issue(
+    state: &AppState,
+    db: &impl GenericClient,
+    user: User,
+    family: Option<i64>,
+) -> ApiResult<TokenResponse> {
+    let caller = AuthUser {
+        id: user.id,
+        role: user.role,
+        patrol_id: user.patrol_id,
+    };
+    let access_token = state.tokens.access_token(&caller)?;
+    let (refresh_token, hash) = state.tokens.refresh_token()?;
+    let ttl = state.tokens.refresh_ttl;
+    let expires_at = Utc::now() + chrono::Duration::from_std(ttl).map_err(ApiError::internal)?;
+    // A new family per login: the first token's hash prefix is random enough.
+    let family = family
+        .unwrap_or_else(|| i64::from_be_bytes(hash[..8].try_into().unwrap_or([0; 8])) & i64::MAX);
+    db.execute(
+        "INSERT INTO refresh_token (user_id, family, token_hash, expires_at) VALUES ($1, $2, $3, $4)",
+        &[&user.id, &family, &hash, &expires_at],
+    )
+    .await?;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in: state.tokens.access_ttl.as_secs(),
+        refresh_token,
+        refresh_expires_in: ttl.as_secs(),
+        user,
+    })
+}
+
+/// Log in with a username and password.
+#[utoipa::path(post, path = "/api/auth/login/", tag = "auth",
+    request_body = LoginRequest,
+    security(()),
+    responses(
+        (status = 200, description = "tokens", body = TokenResponse),
+        (status = 401, description = "wrong username or password, or the account is disabled", body = crate::error::ErrorBody),
+        (status = 422, description = "invalid fields", body = crate::error::ErrorBody)))]
+async fn login(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> ApiResult<axum::Json<TokenResponse>> {
+    if body.username.len() > 256 {
+        return Err(ApiError::field("username", "is too long"));
+    }
+    if body.password.len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::field("password", "is too long"));
+    }
+    let mut db = state.db().await?;
+    let row = db
+        .query_opt(
+            &format!("SELECT {USER_COLUMNS}, password_hash FROM app_user WHERE lower(username) = lower($1)"),
+            &[&body.username],
+        )
+        .await?;
+    let hash = row.as_ref().map(|r| r.get::<_, String>(9));
+    // Verified even for unknown users, so that timing does not tell who exists.
+    let ok = state.passwords.verify(body.password, hash).await?;
+    let user = match (ok, row) {
+        (true, Some(row)) => User::from_row(&row)?,
+        _ => return Err(ApiError::Unauthorized(BAD_LOGIN)),
+    };
+    if user.disabled {
+        return Err(ApiError::Unauthorized(BAD_LOGIN));
+    }
+    let tx = db.transaction().await?;
+    let caller = AuthUser {
+        id: user.id,
+        role: user.role,
+        patrol_id: user.patrol_id,
+    };
+    audit::record(
+        &tx,
+        &Actor::user(&caller, &request_id),
+        "auth.login",
+        "user",
+        user.id,
+        None,
+        None,
+    )
+    .await?;
+    let tokens = issue(&state, &tx, user, None).await?;
+    tx.commit().await?;
+    Ok(axum::Json(tokens))
+}
+
+/// Exchange a refresh token for new tokens (the old refresh token dies).
+#[utoipa::path(post, path = "/api/auth/refresh/", tag = "auth",
+    request_body = RefreshRequest,
+    security(()),
+    responses(
+        (status = 200, description = "new tokens", body = TokenResponse),
+        (status = 401, description = "invalid, expired or revoked refresh token", body = crate::error::ErrorBody)))]
+async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> ApiResult<axum::Json<TokenResponse>> {
+    if body.refresh_token.len() > 256 {
+        return Err(ApiError::Unauthorized(BAD_REFRESH));
+    }
+    let hash = refresh_token_hash(&body.refresh_token);
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let Some(row) = tx
+        .query_opt(
+            "SELECT id, user_id, family, revoked_at IS NOT NULL, expires_at < now() \
+             FROM refresh_token WHERE token_hash = $1 FOR UPDATE",
+            &[&hash],
+        )
+        .await?
+    else {
+        return Err(ApiError::Unauthorized(BAD_REFRESH));
+    };
+    let (id, user_id, family, revoked, expired): (i64, i64, i64, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    if revoked {
+        tx.execute(
+            "UPDATE refresh_token SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL",
+            &[&family],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::warn!(
+            user_id,
+            "a revoked refresh token was used again; its family is revoked"
+        );
+        return Err(ApiError::Unauthorized(BAD_REFRESH));
+    }
+    if expired {
+        return Err(ApiError::Unauthorized(BAD_REFRESH));
+    }
+    let user = crate::routes::users::fetch(&tx, user_id).await?;
+    if user.disabled {
+        return Err(ApiError::Unauthorized(BAD_REFRESH));
+    }
+    tx.execute(
+        "UPDATE refresh_token SET revoked_at = now() WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    let tokens = issue(&state, &tx, user, Some(family)).await?;
+    tx.commit().await?;
+    Ok(axum::Json(tokens))
+}
+
+/// Log out: revoke a refresh token (and the tokens it was rotated from). Access tokens
+/// already issued stay valid until they expire. Unknown tokens are accepted silently.
+#[utoipa::path(post, path = "/api/auth/logout/", tag = "auth",
+    request_body = RefreshRequest,
+    security(()),
+    responses((status = 204, description = "logged out")))]
+async fn logout(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> ApiResult<Response> {
+    let hash = refresh_token_hash(&body.refresh_token);
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let user: Option<(i64, String)> = tx
+        .query_opt(
+            "UPDATE refresh_token t SET revoked_at = coalesce(t.revoked_at, now()) \
+             FROM app_user u WHERE t.token_hash = $1 AND u.id = t.user_id RETURNING u.id, u.role",
+            &[&hash],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1)));
+    if let Some((user_id, role)) = user {
+        tx.execute(
+            "UPDATE refresh_token SET revoked_at = now() \
+             WHERE family = (SELECT family FROM refresh_token WHERE token_hash = $1) AND revoked_at IS NULL",
+            &[&hash],
+        )
+        .await?;
+        let actor = Actor {
+            user_id: Some(user_id),
+            role: Role::parse(&role).map(Role::as_str),
+            request_id: Some(request_id.0),
+        };
+        audit::record(&tx, &actor, "auth.logout", "user", user_id, None, None).await?;
+    }
+    tx.commit().await?;
+    Ok(no_content())
+}
