@@ -62,6 +62,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::incidents::router())
         .merge(routes::appeals::router())
         .merge(routes::audit::router())
+        .merge(routes::traffic::router())
 }
 
 /// The OpenAPI document of [`app`].

@@ -5,4 +5,6 @@ pub mod audit;
 pub mod auth;
 pub mod incidents;
 pub mod ops;
+pub mod params;
+pub mod traffic;
 pub mod users;
