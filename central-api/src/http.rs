@@ -63,6 +63,9 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::appeals::router())
         .merge(routes::audit::router())
         .merge(routes::traffic::router())
+        .merge(routes::registry::router())
+        .merge(routes::chat::router())
+        .merge(routes::notifications::router())
 }
 
 /// The OpenAPI document of [`app`].

@@ -12,6 +12,7 @@
 //! - [`ratelimit`], [`metrics`]: per-client and per-user limits; Prometheus metrics.
 //! - [`serve`]: listening (plain or TLS), systemd readiness, graceful shutdown.
 //! - [`bootstrap`]: the first admin account.
+//! - [`realtime`]: live delivery (chat, notifications) across instances via LISTEN/NOTIFY.
 
 pub mod audit;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod metrics;
 pub mod migrate;
 pub mod ratelimit;
+pub mod realtime;
 pub mod routes;
 pub mod serve;
 pub mod state;

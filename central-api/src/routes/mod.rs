@@ -3,8 +3,11 @@
 pub mod appeals;
 pub mod audit;
 pub mod auth;
+pub mod chat;
 pub mod incidents;
+pub mod notifications;
 pub mod ops;
 pub mod params;
+pub mod registry;
 pub mod traffic;
 pub mod users;
