@@ -66,6 +66,9 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::registry::router())
         .merge(routes::chat::router())
         .merge(routes::notifications::router())
+        .merge(routes::news::router())
+        .merge(routes::schedules::router())
+        .merge(routes::analytics::router())
 }
 
 /// The OpenAPI document of [`app`].

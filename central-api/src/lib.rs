@@ -22,6 +22,7 @@ pub mod db;
 pub mod error;
 pub mod extract;
 pub mod http;
+pub mod ical;
 pub mod metrics;
 pub mod migrate;
 pub mod ratelimit;

@@ -35,7 +35,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::audit::{self, Actor};
+use crate::audit::Actor;
 use crate::auth::{AuthUser, Role};
 use crate::error::{ApiError, ApiResult, Validator};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -223,17 +223,16 @@ async fn create_room(
         )
         .await
         .map(|r| Room::from_row(&r))?;
-    audit::record(
-        &tx,
+    params::commit_audited(
+        tx,
         &Actor::user(&user, &rid),
         "chat_room.create",
         "chat_room",
         id,
         None,
-        audit::json(&room),
+        &room,
     )
     .await?;
-    tx.commit().await?;
     Ok((StatusCode::CREATED, axum::Json(room)).into_response())
 }
 
@@ -431,8 +430,8 @@ enum ClientFrame {
 async fn websocket(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<WsQuery>,
-    upgrade: WebSocketUpgrade,
     parts: WsParts,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let token = q.token.or(parts.bearer).ok_or(ApiError::Unauthorized(
         "authentication required: ?token= or a Bearer header",
@@ -442,6 +441,11 @@ async fn websocket(
         .verify(&token)
         .map_err(ApiError::Unauthorized)?;
     chat_user(&user)?;
+    // Who is asking is checked first: a stranger learns nothing, not even "not a WebSocket".
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
     let hub = state.hub.clone();
     Ok(upgrade
         .max_message_size(64 * 1024)

@@ -61,3 +61,56 @@ pub fn position(v: &mut Validator, lat: Option<f64>, lon: Option<f64>) {
         (Some(_), None) => v.add("lon", "must be given with lat"),
     }
 }
+
+/// Deletes the row of `table` whose `key` is `id`, recording its last state in the audit
+/// log (`<table>.delete`); 404 when there is none. `table` and `key` are constants of the
+/// caller, never input.
+pub async fn delete_audited(
+    state: &crate::state::AppState,
+    actor: &crate::audit::Actor,
+    table: &'static str,
+    key: &'static str,
+    id: &(dyn tokio_postgres::types::ToSql + Sync),
+    id_text: String,
+) -> ApiResult<axum::response::Response> {
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let before: serde_json::Value = tx
+        .query_opt(
+            &format!("DELETE FROM {table} WHERE {key} = $1 RETURNING to_jsonb({table}.*)"),
+            &[id],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?
+        .get(0);
+    let action = format!("{table}.delete");
+    crate::audit::record(&tx, actor, &action, table, id_text, Some(before), None).await?;
+    tx.commit().await?;
+    Ok(crate::http::no_content())
+}
+
+/// Records a change of `entity` `id` in the audit log (before and after, in their client
+/// form) and commits the transaction that made it.
+pub async fn commit_audited<T: serde::Serialize>(
+    tx: deadpool_postgres::Transaction<'_>,
+    actor: &crate::audit::Actor,
+    action: &str,
+    entity: &str,
+    id: impl ToString,
+    before: Option<&T>,
+    after: &T,
+) -> ApiResult<()> {
+    let before = before.and_then(|b| crate::audit::json(b));
+    crate::audit::record(
+        &tx,
+        actor,
+        action,
+        entity,
+        id,
+        before,
+        crate::audit::json(after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

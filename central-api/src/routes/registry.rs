@@ -19,11 +19,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::audit::{self, Actor};
+use crate::audit::Actor;
 use crate::auth::{AuthUser, Role};
 use crate::error::{ApiError, ApiResult, Validator};
 use crate::extract::{ApiJson, ApiPath};
-use crate::http::{RequestId, no_content};
+use crate::http::RequestId;
 use crate::routes::params::{self, FIELD_ROLES};
 use crate::state::AppState;
 
@@ -207,17 +207,7 @@ async fn create_camera(
         .await?;
     let cam = Camera::from_row(&row);
     let actor = Actor::user(&user, &rid);
-    audit::record(
-        &tx,
-        &actor,
-        "camera.create",
-        "camera",
-        cam.id,
-        None,
-        audit::json(&cam),
-    )
-    .await?;
-    tx.commit().await?;
+    params::commit_audited(tx, &actor, "camera.create", "camera", cam.id, None, &cam).await?;
     Ok(created(cam))
 }
 
@@ -258,17 +248,16 @@ async fn put_camera(
         .await?;
     let cam = Camera::from_row(&row);
     let actor = Actor::user(&user, &rid);
-    audit::record(
-        &tx,
+    params::commit_audited(
+        tx,
         &actor,
         "camera.update",
         "camera",
         id,
-        audit::json(&before),
-        audit::json(&cam),
+        Some(&before),
+        &cam,
     )
     .await?;
-    tx.commit().await?;
     Ok(axum::Json(cam))
 }
 
@@ -281,24 +270,8 @@ async fn delete_camera(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Response> {
     user.require(&[Role::Admin])?;
-    let mut db = state.db().await?;
-    let tx = db.transaction().await?;
-    let before = fetch_camera(&tx, id).await?;
-    tx.execute("DELETE FROM camera WHERE id = $1", &[&id])
-        .await?;
     let actor = Actor::user(&user, &rid);
-    audit::record(
-        &tx,
-        &actor,
-        "camera.delete",
-        "camera",
-        id,
-        audit::json(&before),
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(no_content())
+    params::delete_audited(&state, &actor, "camera", "id", &id, id.to_string()).await
 }
 
 // -------------------------------------------------------------------------- detectors
@@ -447,17 +420,7 @@ async fn create_detector(
         .await?;
     let d = Detector::from_row(&row);
     let actor = Actor::user(&user, &rid);
-    audit::record(
-        &tx,
-        &actor,
-        "detector.create",
-        "detector",
-        d.id,
-        None,
-        audit::json(&d),
-    )
-    .await?;
-    tx.commit().await?;
+    params::commit_audited(tx, &actor, "detector.create", "detector", d.id, None, &d).await?;
     Ok(created(d))
 }
 
@@ -498,17 +461,16 @@ async fn put_detector(
         .await?;
     let d = Detector::from_row(&row);
     let actor = Actor::user(&user, &rid);
-    audit::record(
-        &tx,
+    params::commit_audited(
+        tx,
         &actor,
         "detector.update",
         "detector",
         id,
-        audit::json(&before),
-        audit::json(&d),
+        Some(&before),
+        &d,
     )
     .await?;
-    tx.commit().await?;
     Ok(axum::Json(d))
 }
 
@@ -521,24 +483,8 @@ async fn delete_detector(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Response> {
     user.require(&[Role::Admin])?;
-    let mut db = state.db().await?;
-    let tx = db.transaction().await?;
-    let before = fetch_detector(&tx, id).await?;
-    tx.execute("DELETE FROM detector WHERE id = $1", &[&id])
-        .await?;
     let actor = Actor::user(&user, &rid);
-    audit::record(
-        &tx,
-        &actor,
-        "detector.delete",
-        "detector",
-        id,
-        audit::json(&before),
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(no_content())
+    params::delete_audited(&state, &actor, "detector", "id", &id, id.to_string()).await
 }
 
 // ---------------------------------------------------------------------------- patrols
@@ -655,17 +601,7 @@ async fn create_patrol(
         .get(0);
     let p = fetch_patrol(&tx, id).await?;
     let actor = Actor::user(&user, &rid);
-    audit::record(
-        &tx,
-        &actor,
-        "patrol.create",
-        "patrol",
-        id,
-        None,
-        audit::json(&p),
-    )
-    .await?;
-    tx.commit().await?;
+    params::commit_audited(tx, &actor, "patrol.create", "patrol", id, None, &p).await?;
     Ok(created(p))
 }
 
@@ -691,17 +627,7 @@ async fn put_patrol(
     .await?;
     let p = fetch_patrol(&tx, id).await?;
     let actor = Actor::user(&user, &rid);
-    audit::record(
-        &tx,
-        &actor,
-        "patrol.update",
-        "patrol",
-        id,
-        audit::json(&before),
-        audit::json(&p),
-    )
-    .await?;
-    tx.commit().await?;
+    params::commit_audited(tx, &actor, "patrol.update", "patrol", id, Some(&before), &p).await?;
     Ok(axum::Json(p))
 }
 
@@ -714,24 +640,8 @@ async fn delete_patrol(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Response> {
     user.require(&[Role::Admin])?;
-    let mut db = state.db().await?;
-    let tx = db.transaction().await?;
-    let before = fetch_patrol(&tx, id).await?;
-    tx.execute("DELETE FROM patrol WHERE id = $1", &[&id])
-        .await?;
     let actor = Actor::user(&user, &rid);
-    audit::record(
-        &tx,
-        &actor,
-        "patrol.delete",
-        "patrol",
-        id,
-        audit::json(&before),
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(no_content())
+    params::delete_audited(&state, &actor, "patrol", "id", &id, id.to_string()).await
 }
 
 /// Set a patrol's availability and position: its own crew, an operator or an admin.
@@ -776,17 +686,7 @@ async fn put_patrol_status(
     .await?;
     let p = fetch_patrol(&tx, id).await?;
     let actor = Actor::user(&user, &rid);
-    audit::record(
-        &tx,
-        &actor,
-        "patrol.status",
-        "patrol",
-        id,
-        audit::json(&before),
-        audit::json(&p),
-    )
-    .await?;
-    tx.commit().await?;
+    params::commit_audited(tx, &actor, "patrol.status", "patrol", id, Some(&before), &p).await?;
     Ok(axum::Json(p))
 }
 
@@ -920,17 +820,16 @@ async fn create_edge(
     .await?;
     let e = fetch_edge(&tx, &body.edge_id).await?;
     let actor = Actor::user(&user, &rid);
-    audit::record(
-        &tx,
+    params::commit_audited(
+        tx,
         &actor,
-        "edge.create",
-        "edge",
+        "edge_node.create",
+        "edge_node",
         &e.edge_id,
         None,
-        audit::json(&e),
+        &e,
     )
     .await?;
-    tx.commit().await?;
     Ok(created(e))
 }
 
@@ -959,17 +858,16 @@ async fn put_edge(
     .await?;
     let e = fetch_edge(&tx, &id).await?;
     let actor = Actor::user(&user, &rid);
-    audit::record(
-        &tx,
+    params::commit_audited(
+        tx,
         &actor,
-        "edge.update",
-        "edge",
+        "edge_node.update",
+        "edge_node",
         &id,
-        audit::json(&before),
-        audit::json(&e),
+        Some(&before),
+        &e,
     )
     .await?;
-    tx.commit().await?;
     Ok(axum::Json(e))
 }
 
@@ -982,24 +880,8 @@ async fn delete_edge(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     user.require(&[Role::Admin])?;
-    let mut db = state.db().await?;
-    let tx = db.transaction().await?;
-    let before = fetch_edge(&tx, &id).await?;
-    tx.execute("DELETE FROM edge_node WHERE edge_id = $1", &[&id])
-        .await?;
     let actor = Actor::user(&user, &rid);
-    audit::record(
-        &tx,
-        &actor,
-        "edge.delete",
-        "edge",
-        &id,
-        audit::json(&before),
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(no_content())
+    params::delete_audited(&state, &actor, "edge_node", "edge_id", &id, id.to_string()).await
 }
 
 #[cfg(test)]
