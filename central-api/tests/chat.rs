@@ -259,10 +259,11 @@ async fn congestion_on_a_watched_site_is_notified_live_once() {
     ));
     let pool = central_api::db::pool(&a.config).expect("pool");
     let mut db = pool.get().await.expect("connection");
-    let made = central_api::routes::notifications::scan_congestion(&mut db)
+    // Each instance also scans on its own every minute; whichever scan sees the episode
+    // first notifies, once.
+    central_api::routes::notifications::scan_congestion(&mut db)
         .await
         .expect("scan");
-    assert!(made >= 1);
     let n = next_frame(&mut ws, |v| {
         v["type"] == "notification" && v["notification"]["payload"]["site_id"] == site.as_str()
     })
