@@ -1377,3 +1377,102 @@ async fn openapi_lists_these_routes() {
         );
     }
 }
+
+/// Real responses of these routes match the schemas the OpenAPI document gives them.
+#[tokio::test]
+async fn responses_match_their_openapi_schemas() {
+    let app = TestApp::shared();
+    let api = app.api();
+    let admin = api.admin().await;
+    let t = Some(admin.token.as_str());
+    let (_, doc) = send(api.get("/api/openapi.json", None)).await;
+    let check = |what: &str, schema: Value, body: &Value| {
+        let mut schema = schema;
+        schema["components"] = doc["components"].clone();
+        let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+        let errors: Vec<String> = validator
+            .iter_errors(body)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{what}: {errors:?}\n{body}");
+    };
+    let one = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    let list = |name: &str| json!({"type": "array", "items": {"$ref": format!("#/components/schemas/{name}")}});
+
+    let site = unique("site");
+    app.psql(&sample(
+        &site,
+        "d1",
+        1,
+        "now() - interval '1 minute'",
+        5,
+        0.1,
+        70.0,
+        'C',
+    ));
+    let (_, v) = send(api.get(
+        &format!("/api/traffic/?site={site}&from=2020-01-01T00:00:00Z&to=2020-01-01T01:00:00Z"),
+        t,
+    ))
+    .await;
+    check("traffic", one("TrafficPage"), &v);
+    let (_, v) = send(api.get(&format!("/api/traffic/live/?site={site}"), t)).await;
+    check("live", one("LiveSite"), &v);
+    send(
+        api.post("/api/cameras/", t)
+            .json(&json!({"name": unique("cam"), "lat": 1.0, "lon": 2.0})),
+    )
+    .await;
+    let (_, v) = send(api.get("/api/cameras/", t)).await;
+    check("cameras", list("Camera"), &v);
+    send(
+        api.post("/api/edges/", t)
+            .json(&json!({"edge_id": unique("e")})),
+    )
+    .await;
+    let (_, v) = send(api.get("/api/edges/", t)).await;
+    check("edges", list("Edge"), &v);
+    let (_, v) = send(api.get("/api/patrols/", t)).await;
+    check("patrols", list("Patrol"), &v);
+    send(
+        api.post("/api/news/", t)
+            .json(&json!({"title": "t", "body": "b", "status": "published"})),
+    )
+    .await;
+    let (_, v) = send(api.get("/api/news/", t)).await;
+    check("news", list("Article"), &v);
+    let (_, room) = send(
+        api.post("/api/chat/rooms/", t)
+            .json(&json!({"kind": "team", "name": "r"})),
+    )
+    .await;
+    check("room", one("Room"), &room);
+    let (_, m) = send(
+        api.post(&format!("/api/chat/rooms/{}/messages/", room["id"]), t)
+            .json(&json!({"body": "x"})),
+    )
+    .await;
+    check("message", one("ChatMessage"), &m);
+    let (_, v) = send(api.get(&format!("/api/chat/rooms/{}/messages/", room["id"]), t)).await;
+    check("history", one("MessagePage"), &v);
+    let (_, v) = send(api.get("/api/notifications/", t)).await;
+    check("notifications", one("NotificationPage"), &v);
+    let (_, v) = send(api.get("/api/schedules/roadworks/?from=2000-01-01T00:00:00Z", t)).await;
+    check("roadworks", list("RoadWork"), &v);
+    let (_, v) = send(api.get(
+        "/api/analytics/accidents/?from=2031-03-01T00:00:00Z&to=2031-04-01T00:00:00Z",
+        t,
+    ))
+    .await;
+    check("accidents", one("AccidentStats"), &v);
+    let (_, v) = send(api.get(
+        &format!(
+            "/api/analytics/traffic/?site={site}&from=2031-03-01T00:00:00Z&to=2031-04-01T00:00:00Z"
+        ),
+        t,
+    ))
+    .await;
+    check("traffic stats", one("TrafficStats"), &v);
+    let (_, v) = send(api.get("/api/analytics/traffic/?site=s", t)).await;
+    check("error", one("ErrorBody"), &v);
+}
