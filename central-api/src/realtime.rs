@@ -8,7 +8,8 @@
 //! far below PostgreSQL's 8000-byte limit; the hub reads the row once per event, and only
 //! when a local client wants it. After the LISTEN connection comes back, the hub tells
 //! every client to catch up from the last id it sent ([`Event::Resync`]), so nothing
-//! posted meanwhile is lost.
+//! posted meanwhile is lost (notifications likewise, a page of 100 at most: the rest stay
+//! listed by `GET /api/notifications/`).
 //!
 //! Every client has a bounded queue ([`CLIENT_QUEUE`]); a client that falls that far
 //! behind is dropped (its socket is closed with code 1013 and it reconnects and catches
@@ -49,6 +50,7 @@ pub enum Event {
         frame: Utf8Bytes,
     },
     Notification {
+        id: i64,
         frame: Utf8Bytes,
     },
     /// The LISTEN connection was lost and is back: catch up from the last id sent.
@@ -180,8 +182,10 @@ impl Hub {
 
 async fn listen_loop(state: AppState, tx: mpsc::Sender<Listened>) {
     let shutdown = state.hub.shutdown.clone();
-    let mut backoff = Duration::from_millis(250);
+    const FIRST_RETRY: Duration = Duration::from_millis(250);
+    let mut backoff = FIRST_RETRY;
     loop {
+        let started = tokio::time::Instant::now();
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = crate::db::listen(
@@ -190,6 +194,10 @@ async fn listen_loop(state: AppState, tx: mpsc::Sender<Listened>) {
                 &tx,
             ) => r,
         };
+        // A connection that held for a while starts the backoff over.
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = FIRST_RETRY;
+        }
         match result {
             Ok(()) => return,
             Err(e) => {
@@ -271,7 +279,10 @@ async fn handle(state: &AppState, channel: &str, payload: &str) -> anyhow::Resul
             let db = state.db().await?;
             if let Some(n) = crate::routes::notifications::fetch(&db, owner, id).await? {
                 let frame = crate::routes::notifications::frame(&n);
-                hub.dispatch(|c| c.user_id == owner, &Event::Notification { frame });
+                hub.dispatch(
+                    |c| c.user_id == owner,
+                    &Event::Notification { id: n.id, frame },
+                );
             }
         }
         _ => {}
@@ -316,6 +327,7 @@ mod tests {
         let mut slow = hub.subscribe(1);
         let mut fast = hub.subscribe(2);
         let event = Event::Notification {
+            id: 1,
             frame: Utf8Bytes::from_static("{}"),
         };
         for _ in 0..CLIENT_QUEUE {

@@ -227,8 +227,27 @@ async fn a_lost_listen_connection_comes_back_without_losing_messages() {
          WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()",
     );
     assert_ne!(cut.trim(), "0", "no LISTEN connection found");
+    let pool = central_api::db::pool(&a.config).expect("pool");
+    let db = pool.get().await.expect("connection");
+    let payload = json!({"incident_id": 7, "from": "verified", "to": "dispatched"});
+    central_api::routes::notifications::notify(&db, op.id, "incident_state", &payload)
+        .await
+        .expect("notify");
     post(&api_a, &op.token, room, "during the cut").await;
-    next_frame(&mut ws, is_message("during the cut")).await;
+    // Both arrive, in whichever order the catch-up and live delivery make.
+    let (mut message, mut notification) = (false, false);
+    while !(message && notification) {
+        let f = next_frame(&mut ws, |v| {
+            is_message("during the cut")(v) || v["type"] == "notification"
+        })
+        .await;
+        if f["type"] == "notification" {
+            assert_eq!(f["notification"]["payload"], payload);
+            notification = true;
+        } else {
+            message = true;
+        }
+    }
     post(&api_a, &op.token, room, "after the cut").await;
     next_frame(&mut ws, is_message("after the cut")).await;
 }

@@ -508,7 +508,21 @@ async fn catch_up(
 
 async fn session(state: AppState, user: AuthUser, mut socket: WebSocket) {
     let hub = state.hub.clone();
+    // Notifications made from now on are pushed: those committed before the subscription
+    // took effect are caught up right after it.
+    let mut last_notification = match latest_notification(&state, user.id).await {
+        Ok(id) => id,
+        Err(_) => {
+            let _ = socket
+                .send(close(1011, "database unavailable: try again"))
+                .await;
+            return;
+        }
+    };
     let mut sub = hub.subscribe(user.id);
+    if !catch_up_notifications(&state, &mut socket, user.id, &mut last_notification).await {
+        return;
+    }
     // The last message id sent per subscribed room: live events at or below it were
     // already sent by a catch-up.
     let mut last: HashMap<i64, i64> = HashMap::new();
@@ -532,12 +546,18 @@ async fn session(state: AppState, user: AuthUser, mut socket: WebSocket) {
                         }
                     }
                 }
-                Some(Event::Notification { frame }) => {
-                    if !send(&mut socket, frame).await {
-                        return;
+                Some(Event::Notification { id, frame }) => {
+                    if id > last_notification {
+                        last_notification = id;
+                        if !send(&mut socket, frame).await {
+                            return;
+                        }
                     }
                 }
                 Some(Event::Resync) => {
+                    if !catch_up_notifications(&state, &mut socket, user.id, &mut last_notification).await {
+                        return;
+                    }
                     for (room, seen) in &mut last {
                         match catch_up(&state, &mut socket, *room, seen).await {
                             Ok(true) => {}
@@ -610,6 +630,45 @@ async fn subscribe(
         Ok(sent) => sent,
         Err(_) => send(socket, error_frame("catch-up failed; subscribe again")).await,
     }
+}
+
+async fn latest_notification(state: &AppState, user_id: i64) -> ApiResult<i64> {
+    let db = state.db().await?;
+    Ok(db
+        .query_one(
+            "SELECT coalesce(max(id), 0) FROM notification WHERE user_id = $1",
+            &[&user_id],
+        )
+        .await?
+        .get(0))
+}
+
+/// Sends the user's notifications after `*last` (one page at most), advancing `*last`.
+/// False when the socket is gone; a database error only skips the catch-up.
+async fn catch_up_notifications(
+    state: &AppState,
+    socket: &mut WebSocket,
+    user_id: i64,
+    last: &mut i64,
+) -> bool {
+    let page = match state.db().await {
+        Ok(db) => crate::routes::notifications::after(&db, user_id, *last, 100).await,
+        Err(e) => Err(e),
+    };
+    let page = match page {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "notification catch-up failed");
+            return true;
+        }
+    };
+    for n in &page {
+        if !send(socket, crate::routes::notifications::frame(n)).await {
+            return false;
+        }
+        *last = n.id;
+    }
+    true
 }
 
 async fn latest_id(state: &AppState, room_id: i64) -> ApiResult<i64> {

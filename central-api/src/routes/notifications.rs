@@ -135,6 +135,25 @@ pub async fn fetch(
         .map(|r| Notification::from_row(&r)))
 }
 
+/// The user's notifications with ids above `after`, oldest first, at most `limit`.
+pub async fn after(
+    db: &impl GenericClient,
+    user_id: i64,
+    after: i64,
+    limit: i64,
+) -> ApiResult<Vec<Notification>> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM notification WHERE user_id = $1 AND id > $2 \
+                 ORDER BY id LIMIT $3"
+            ),
+            &[&user_id, &after, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(Notification::from_row).collect())
+}
+
 /// The WebSocket frame of a notification.
 pub fn frame(n: &Notification) -> Utf8Bytes {
     Utf8Bytes::from(serde_json::json!({"type": "notification", "notification": n}).to_string())
