@@ -104,3 +104,72 @@ pub async fn connect(config: &Config) -> anyhow::Result<Client> {
     };
     Ok(client)
 }
+
+/// What the LISTEN connection hands on: `Listening` each time it has (re)subscribed, so
+/// that anything sent while it was away can be caught up, then the notifications.
+#[derive(Debug)]
+pub enum Listened {
+    Listening,
+    Notification(tokio_postgres::Notification),
+}
+
+/// One dedicated connection that `LISTEN`s on `channels` and forwards what arrives to
+/// `tx` until the connection fails (an error) or `tx` is closed (`Ok`). The caller
+/// reconnects.
+pub async fn listen(
+    config: &Config,
+    channels: &[&str],
+    tx: &tokio::sync::mpsc::Sender<Listened>,
+) -> anyhow::Result<()> {
+    let pg = pg_config(config)?;
+    match tls(config)? {
+        Some(tls) => {
+            let (client, conn) = pg.connect(tls).await.context("LISTEN connection")?;
+            drive_listen(client, conn, channels, tx).await
+        }
+        None => {
+            let (client, conn) = pg
+                .connect(tokio_postgres::NoTls)
+                .await
+                .context("LISTEN connection")?;
+            drive_listen(client, conn, channels, tx).await
+        }
+    }
+}
+
+async fn drive_listen<S, T>(
+    client: Client,
+    mut conn: tokio_postgres::Connection<S, T>,
+    channels: &[&str],
+    tx: &tokio::sync::mpsc::Sender<Listened>,
+) -> anyhow::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    // Channel names are compile-time constants of this crate, never input.
+    let sql: String = channels.iter().map(|c| format!("LISTEN {c};")).collect();
+    let mut subscribe = std::pin::pin!(client.batch_execute(&sql));
+    let mut listening = false;
+    loop {
+        tokio::select! {
+            done = &mut subscribe, if !listening => {
+                done.context("LISTEN")?;
+                listening = true;
+                if tx.send(Listened::Listening).await.is_err() {
+                    return Ok(());
+                }
+            }
+            message = std::future::poll_fn(|cx| conn.poll_message(cx)) => match message {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if tx.send(Listened::Notification(n)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(anyhow::Error::new(e).context("LISTEN connection")),
+                None => anyhow::bail!("LISTEN connection closed"),
+            }
+        }
+    }
+}

@@ -191,6 +191,35 @@ pub const CONSTRAINT_FIELDS: &[(&str, &str, &str)] = &[
     ("appeal_incident_id_fkey", "incident_id", "no such incident"),
     ("appeal_lat_check", "lat", "must be between -90 and 90"),
     ("appeal_lon_check", "lon", "must be between -180 and 180"),
+    ("camera_name_key", "name", "is already taken"),
+    ("camera_lat_check", "lat", "must be between -90 and 90"),
+    ("camera_lon_check", "lon", "must be between -180 and 180"),
+    ("detector_key_key", "detector_id", "is already registered"),
+    ("detector_lat_check", "lat", "must be between -90 and 90"),
+    ("detector_lon_check", "lon", "must be between -180 and 180"),
+    ("edge_node_pkey", "edge_id", "is already registered"),
+    (
+        "chat_room_incident_id_fkey",
+        "incident_id",
+        "no such incident",
+    ),
+    (
+        "chat_room_incident_key",
+        "incident_id",
+        "already has a room",
+    ),
+    ("chat_member_user_id_fkey", "members", "no such user"),
+    ("patrol_shift_patrol_id_fkey", "patrol_id", "no such patrol"),
+    (
+        "patrol_shift_no_overlap",
+        "starts_at",
+        "overlaps another shift of this patrol",
+    ),
+    (
+        "road_work_no_overlap",
+        "starts_at",
+        "overlaps other works on this road section",
+    ),
 ];
 
 impl From<tokio_postgres::Error> for ApiError {
@@ -201,7 +230,9 @@ impl From<tokio_postgres::Error> for ApiError {
                 .constraint()
                 .and_then(|c| CONSTRAINT_FIELDS.iter().find(|(name, _, _)| *name == c))
             {
-                return if *code == SqlState::UNIQUE_VIOLATION {
+                return if *code == SqlState::UNIQUE_VIOLATION
+                    || *code == SqlState::EXCLUSION_VIOLATION
+                {
                     ApiError::conflict(field, message)
                 } else {
                     ApiError::field(field, message)

@@ -62,6 +62,13 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::incidents::router())
         .merge(routes::appeals::router())
         .merge(routes::audit::router())
+        .merge(routes::traffic::router())
+        .merge(routes::registry::router())
+        .merge(routes::chat::router())
+        .merge(routes::notifications::router())
+        .merge(routes::news::router())
+        .merge(routes::schedules::router())
+        .merge(routes::analytics::router())
 }
 
 /// The OpenAPI document of [`app`].

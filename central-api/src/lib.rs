@@ -14,6 +14,7 @@
 //! - [`ratelimit`], [`metrics`]: per-client and per-user limits; Prometheus metrics.
 //! - [`serve`]: listening (plain or TLS), systemd readiness, graceful shutdown.
 //! - [`bootstrap`]: the first admin account.
+//! - [`realtime`]: live delivery (chat, notifications) across instances via LISTEN/NOTIFY.
 
 pub mod audit;
 pub mod auth;
@@ -25,10 +26,12 @@ pub mod enums;
 pub mod error;
 pub mod extract;
 pub mod http;
+pub mod ical;
 pub mod metrics;
 pub mod migrate;
 pub mod query;
 pub mod ratelimit;
+pub mod realtime;
 pub mod routes;
 pub mod serve;
 pub mod state;

@@ -6,11 +6,18 @@ use tokio_postgres::Client;
 /// central-api's migrations, in order. Never edit a shipped entry: append a new one.
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     name: "central-api",
-    migrations: &[Migration::sql(
-        1,
-        "users, refresh tokens, patrols, incidents and their history, appeals, audit log",
-        include_str!("../migrations/0001_core.sql"),
-    )],
+    migrations: &[
+        Migration::sql(
+            1,
+            "users, refresh tokens, patrols, incidents and their history, appeals, audit log",
+            include_str!("../migrations/0001_core.sql"),
+        ),
+        Migration::sql(
+            2,
+            "registry, news, chat, notifications and site watches, shifts and road works",
+            include_str!("../migrations/0002_ops.sql"),
+        ),
+    ],
 };
 
 /// Every set the service needs, in the order they must be applied.

@@ -74,13 +74,18 @@ pub async fn run(
         _ => None,
     };
     let pool = state.pool.clone();
+    let hub = state.hub.clone();
+    crate::realtime::Hub::start(&state);
     let app = crate::http::app(state).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let grace = Duration::from_secs(server_config.shutdown_grace_s);
     let stopper = {
         let handle = handle.clone();
+        let hub = hub.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
+            // Live sessions close their sockets, so the drain below is not held up.
+            hub.shutdown.cancel();
             tracing::info!(
                 grace_s = grace.as_secs(),
                 "shutting down: draining open requests"
@@ -107,10 +112,21 @@ pub async fn run(
         }
     };
     stopper.abort();
+    state_hub_drain(&hub).await;
     pool.close();
     served.context("serving HTTP")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits for the live-delivery tasks (stopped by then) for at most a few seconds.
+async fn state_hub_drain(hub: &crate::realtime::Hub) {
+    if tokio::time::timeout(Duration::from_secs(5), hub.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!("live-delivery tasks did not stop in time");
+    }
 }
 
 fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<RustlsConfig> {

@@ -16,6 +16,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// `None` when `rate_limit.enabled = false`.
     pub limiters: Option<Arc<RateLimiters>>,
+    /// This instance's live clients (chat, notifications); see [`crate::realtime`].
+    pub hub: Arc<crate::realtime::Hub>,
 }
 
 impl AppState {
@@ -36,6 +38,7 @@ impl AppState {
             passwords: Arc::new(passwords),
             config: Arc::new(config),
             limiters,
+            hub: Arc::default(),
         })
     }
 
