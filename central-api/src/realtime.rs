@@ -39,6 +39,10 @@ pub const CLIENT_QUEUE: usize = 256;
 const LISTEN_QUEUE: usize = 1024;
 /// How often watched sites are checked for congestion.
 pub const CONGESTION_SCAN: Duration = Duration::from_secs(60);
+/// How often the traffic roll-ups (`traffic_15m`, `traffic_1h`) catch up with the batches
+/// committed since (central-sync's `refresh_pending`: exact, idempotent, serialised by an
+/// advisory lock, so every instance may run it and a `central-sync rollup` timer may too).
+pub const ROLLUP_EVERY: Duration = Duration::from_secs(60);
 
 /// What a client's session receives.
 #[derive(Debug, Clone)]
@@ -154,14 +158,36 @@ impl Hub {
         }
     }
 
-    /// Starts the LISTEN connection, the dispatcher and the congestion scan. They stop
+    /// Starts the LISTEN connection, the dispatcher, the congestion scan and the roll-up
+    /// refresh. They stop
     /// when [`Hub::shutdown`] is cancelled; [`Hub::drain`] waits for them.
     pub fn start(state: &AppState) {
         let hub = state.hub.clone();
         let (tx, rx) = mpsc::channel(LISTEN_QUEUE);
         hub.tasks.spawn(listen_loop(state.clone(), tx));
         hub.tasks.spawn(dispatch_loop(state.clone(), rx));
-        hub.tasks.spawn(congestion_loop(state.clone()));
+        hub.tasks.spawn(periodic(
+            state.clone(),
+            CONGESTION_SCAN,
+            "congestion scan",
+            |mut db| async move {
+                crate::routes::notifications::scan_congestion(&mut db)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            },
+        ));
+        hub.tasks.spawn(periodic(
+            state.clone(),
+            ROLLUP_EVERY,
+            "traffic roll-up refresh",
+            |mut db| async move {
+                central_sync::rollup::refresh_pending(&mut db)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            },
+        ));
         hub.tasks.close();
     }
 
@@ -290,22 +316,27 @@ async fn handle(state: &AppState, channel: &str, payload: &str) -> anyhow::Resul
     Ok(())
 }
 
-async fn congestion_loop(state: AppState) {
+/// Runs `job` on a pooled connection every `period` until the hub shuts down; a failure is
+/// logged and the next period tries again.
+async fn periodic<F, Fut>(state: AppState, period: Duration, what: &'static str, job: F)
+where
+    F: Fn(deadpool_postgres::Object) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let shutdown = state.hub.shutdown.clone();
-    let mut tick = tokio::time::interval(CONGESTION_SCAN);
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let result = async {
-            let mut db = state.db().await?;
-            crate::routes::notifications::scan_congestion(&mut db).await
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "congestion scan failed");
+        let result = match state.db().await {
+            Ok(db) => job(db).await,
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "{what} failed");
         }
     }
 }

@@ -30,6 +30,7 @@ use crate::http::RequestId;
 use crate::routes::incidents::{
     CreateIncident, IncidentKind, IncidentSource, NewIncident, Severity, insert_incident,
 };
+use crate::routes::notifications;
 use crate::routes::users::{page, paging};
 use crate::state::AppState;
 
@@ -389,6 +390,15 @@ async fn set_status(
         audit::json(&after),
     )
     .await?;
+    // The citizen who filed it (when logged in) hears of the answer or the rejection.
+    let answered = matches!(
+        after.status,
+        AppealStatus::Answered | AppealStatus::Rejected
+    );
+    if let Some(filer) = after.filed_by.filter(|_| answered) {
+        let payload = serde_json::json!({"appeal_id": id, "status": after.status.as_str()});
+        notifications::notify(&tx, filer, notifications::APPEAL_ANSWERED, &payload).await?;
+    }
     tx.commit().await?;
     Ok(axum::Json(after))
 }

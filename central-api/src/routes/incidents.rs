@@ -38,6 +38,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody, Validator};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, nullable};
 use crate::http::RequestId;
 use crate::query::{Filter, page, paging};
+use crate::routes::notifications;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -552,7 +553,58 @@ pub async fn insert_incident(
         after,
     )
     .await?;
+    notify_change(db, actor, None, &incident).await?;
     Ok(incident)
+}
+
+/// The notifications a change makes, in the change's transaction (delivered at commit):
+/// the crew of a newly assigned patrol hears of the assignment; the assigned crew and the
+/// reporter hear of a state change (a crew assigned by that very change only of its
+/// assignment). Nobody is told of their own change.
+async fn notify_change(
+    db: &impl GenericClient,
+    actor: &Actor,
+    before: Option<&Incident>,
+    after: &Incident,
+) -> ApiResult<()> {
+    let newly_assigned = after
+        .assigned_patrol_id
+        .filter(|&p| before.is_none_or(|b| b.assigned_patrol_id != Some(p)));
+    if let Some(patrol) = newly_assigned {
+        let payload = serde_json::json!({"incident_id": after.id, "title": after.title});
+        notifications::notify_patrol(db, patrol, notifications::INCIDENT_ASSIGNED, &payload)
+            .await?;
+    }
+    let Some(before) = before.filter(|b| b.state != after.state) else {
+        return Ok(());
+    };
+    // A crew just assigned has its assignment notice; the dispatch is not news to it.
+    let mut users: Vec<i64> = match after
+        .assigned_patrol_id
+        .filter(|_| newly_assigned.is_none())
+    {
+        Some(patrol) => db
+            .query(
+                "SELECT id FROM app_user WHERE patrol_id = $1 AND NOT disabled",
+                &[&patrol],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+        None => Vec::new(),
+    };
+    users.extend(after.reported_by);
+    users.sort_unstable();
+    users.dedup();
+    users.retain(|u| Some(*u) != actor.user_id);
+    let payload = serde_json::json!({
+        "incident_id": after.id,
+        "from": before.state.as_str(),
+        "to": after.state.as_str(),
+    });
+    notifications::notify_users(db, &users, notifications::INCIDENT_STATE, &payload).await?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -982,7 +1034,8 @@ async fn record_change(
         ("transition", Some(before.state), Some(after.state))
     };
     add_event(db, after.id, actor, kind, from, to, note, changes).await?;
-    audit::record(db, actor, action, "incident", after.id, b, a).await
+    audit::record(db, actor, action, "incident", after.id, b, a).await?;
+    notify_change(db, actor, Some(before), after).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

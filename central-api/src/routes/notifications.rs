@@ -108,7 +108,13 @@ pub async fn notify_patrol(
     kind: &str,
     payload: &serde_json::Value,
 ) -> ApiResult<u64> {
-    let crew: Vec<i64> = db
+    let crew = patrol_crew(db, patrol_id).await?;
+    notify_users(db, &crew, kind, payload).await
+}
+
+/// The enabled users crewing `patrol_id`.
+pub async fn patrol_crew(db: &impl GenericClient, patrol_id: i64) -> ApiResult<Vec<i64>> {
+    Ok(db
         .query(
             "SELECT id FROM app_user WHERE patrol_id = $1 AND NOT disabled",
             &[&patrol_id],
@@ -116,8 +122,7 @@ pub async fn notify_patrol(
         .await?
         .iter()
         .map(|r| r.get(0))
-        .collect();
-    notify_users(db, &crew, kind, payload).await
+        .collect())
 }
 
 /// Notification `id` if it belongs to `user_id`.
