@@ -583,15 +583,7 @@ async fn notify_change(
         .assigned_patrol_id
         .filter(|_| newly_assigned.is_none())
     {
-        Some(patrol) => db
-            .query(
-                "SELECT id FROM app_user WHERE patrol_id = $1 AND NOT disabled",
-                &[&patrol],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect(),
+        Some(patrol) => notifications::patrol_crew(db, patrol).await?,
         None => Vec::new(),
     };
     users.extend(after.reported_by);
