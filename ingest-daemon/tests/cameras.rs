@@ -267,6 +267,10 @@ fn cameras_come_back_after_their_server_is_killed_and_the_others_never_stop() {
             edge.camera("ingest_camera_up", "cam-a") == Some(0.0)
                 && edge.camera("ingest_camera_up", "cam-b") == Some(0.0)
         });
+        let (code, health) = http_get(edge.port, "/health").unwrap();
+        assert_eq!(code, 200, "{health}");
+        assert!(health.contains("camera cam-a down"), "{health}");
+        assert!(health.contains(r#""status":"degraded""#), "{health}");
         flaky.start();
         let restarted = Instant::now();
         edge.wait("cam-a and cam-b back", Duration::from_secs(10), || {
@@ -475,4 +479,28 @@ fn credentials_open_the_stream_and_never_reach_the_log() {
     assert!(log.contains("cam-wrong"), "{log}");
     assert!(!log.contains("s3cret-camera-pw"), "{log}");
     assert!(!log.contains("wrong-pw-123"), "{log}");
+}
+
+#[test]
+fn a_hung_camera_is_reported_down_by_its_silence_and_comes_back() {
+    let server = RtspServer::new();
+    let edge = Edge::start(&camera("cam-hung", &server.url("h264"), ""));
+    edge.wait_up("cam-hung");
+    server.pause();
+    // down_after_s = 3: the connection stays open, only the frames stop.
+    edge.wait("cam-hung down", Duration::from_secs(8), || {
+        edge.camera("ingest_camera_up", "cam-hung") == Some(0.0)
+            && edge.camera("ingest_camera_live_sessions", "cam-hung") == Some(0.0)
+    });
+    let (_, health) = http_get(edge.port, "/health").unwrap();
+    // (Its only source failing, the daemon reports failing rather than degraded.)
+    assert!(health.contains(r#""camera":{"up":false"#), "{health}");
+    assert!(health.contains("every source is failing"), "{health}");
+    server.resume();
+    edge.wait("cam-hung back", Duration::from_secs(15), || {
+        edge.camera("ingest_camera_up", "cam-hung") == Some(1.0)
+    });
+    edge.wait("one connection", Duration::from_secs(10), || {
+        connections_to(server.port()) == 1
+    });
 }

@@ -402,31 +402,37 @@ impl Camera {
         }
         let mut rate = RateMeter::new(Instant::now().into_std());
         let mut tick = tokio::time::interval(TICK);
+        // Silence is checked on the tick rather than with a timeout around `next()`, which
+        // the other branches would restart every time they fire.
+        let mut last_video = Instant::now();
         let result = loop {
             tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
                 Some(req) = self.clip_rx.recv() => self.on_clip_request(req),
                 _ = tick.tick() => {
+                    if last_video.elapsed() > self.down_after {
+                        break Err(anyhow!("no video for {} s", self.down_after.as_secs()));
+                    }
                     self.mark_alive();
                     self.publish_ring();
                     clips::expire(&mut self.active, wall_now().timestamp_millis());
                 }
-                item = tokio::time::timeout(self.down_after, stream.next()) => match item {
-                    Err(_) => break Err(anyhow!("no data for {} s", self.down_after.as_secs())),
-                    Ok(None) => break Err(anyhow!("the camera ended the stream")),
-                    Ok(Some(Err(e))) => break Err(anyhow!(e).context("RTSP stream failed")),
-                    Ok(Some(Ok(CodecItem::VideoFrame(f)))) => {
+                item = stream.next() => match item {
+                    None => break Err(anyhow!("the camera ended the stream")),
+                    Some(Err(e)) => break Err(anyhow!(e).context("RTSP stream failed")),
+                    Some(Ok(CodecItem::VideoFrame(f))) => {
+                        last_video = Instant::now();
                         if f.has_new_parameters() {
                             self.update_params(stream.streams().get(video).and_then(|s| s.parameters()));
                         }
                         self.on_video(f, &mut rate);
                     }
-                    Ok(Some(Ok(CodecItem::MessageFrame(m)))) => {
+                    Some(Ok(CodecItem::MessageFrame(m))) => {
                         if let Some((_, enc)) = meta {
                             self.on_metadata(m.data(), enc);
                         }
                     }
-                    Ok(Some(Ok(_))) => {}
+                    Some(Ok(_)) => {}
                 }
             }
         };
