@@ -504,3 +504,53 @@ fn a_hung_camera_is_reported_down_by_its_silence_and_comes_back() {
         connections_to(server.port()) == 1
     });
 }
+
+#[test]
+fn rtp_timestamp_jumps_start_a_new_timeline_without_dropping_the_session() {
+    let server = RtspServer::new();
+    let gop_s = f64::from(server.settings().gop) / f64::from(server.settings().fps);
+    let edge = Edge::start(&camera(
+        "cam-jumpy",
+        &server.url("jumpy"),
+        "pre_event_s = 10\npost_event_s = 2\nmax_bitrate_kbps = 2000",
+    ));
+    edge.wait_up("cam-jumpy");
+    // An hour forward at 4 s, two hours back at 8 s.
+    edge.wait("two timestamp jumps", Duration::from_secs(20), || {
+        edge.camera("ingest_camera_timestamp_jumps_total", "cam-jumpy")
+            .is_some_and(|n| n >= 2.0)
+    });
+    edge.wait("10 s in the ring", Duration::from_secs(10), || {
+        edge.camera("ingest_camera_ring_seconds", "cam-jumpy")
+            .is_some_and(|s| s >= 10.0)
+    });
+    assert_eq!(
+        edge.camera("ingest_camera_reconnects_total", "cam-jumpy"),
+        Some(0.0),
+        "a jump must not end the session\n{}",
+        edge.log()
+    );
+    // A clip across both jumps has continuous timestamps: it plays, at its real length.
+    let (code, answer) =
+        common::http_post(edge.port, "/clips", r#"{"camera":"cam-jumpy"}"#).unwrap();
+    assert_eq!(code, 202, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let path = edge.clips_dir().join(answer["clip"].as_str().unwrap());
+    edge.wait("the clip", Duration::from_secs(10), || path.exists());
+    let duration: f64 = ffprobe(&path, "format=duration").parse().unwrap();
+    assert!(
+        (duration - 12.0).abs() <= gop_s + 0.2,
+        "duration {duration} s, want 12 s"
+    );
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    let errors = String::from_utf8_lossy(&decode.stderr);
+    assert!(
+        decode.status.success() && errors.trim().is_empty(),
+        "{errors}"
+    );
+}
