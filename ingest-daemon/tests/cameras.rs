@@ -323,15 +323,40 @@ fn ffprobe(path: &Path, entry: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `ffmpeg -v error -i CLIP -f null -` succeeds and prints nothing.
+fn assert_decodes_cleanly(path: &Path) {
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    let errors = String::from_utf8_lossy(&decode.stderr);
+    assert!(
+        decode.status.success() && errors.trim().is_empty(),
+        "{}: decode errors: {errors}",
+        path.display()
+    );
+}
+
 #[test]
 fn a_clip_with_pre_and_post_roll_is_a_playable_mp4() {
     let server = RtspServer::new();
     let gop_s = f64::from(server.settings().gop) / f64::from(server.settings().fps);
-    let edge = Edge::start(&camera(
-        "cam-clip",
-        &server.url("h264"),
-        "pre_event_s = 10\npost_event_s = 5\nmax_bitrate_kbps = 2000",
-    ));
+    let cameras = [
+        camera(
+            "cam-clip",
+            &server.url("h264"),
+            "pre_event_s = 10\npost_event_s = 5\nmax_bitrate_kbps = 2000",
+        ),
+        camera(
+            "cam-hevc",
+            &server.url("h265"),
+            "pre_event_s = 3\npost_event_s = 1",
+        ),
+    ]
+    .concat();
+    let edge = Edge::start(&cameras);
     edge.wait_up("cam-clip");
     edge.wait("10 s of video in the ring", Duration::from_secs(30), || {
         edge.camera("ingest_camera_ring_seconds", "cam-clip")
@@ -361,15 +386,7 @@ fn a_clip_with_pre_and_post_roll_is_a_playable_mp4() {
         "duration {duration} s, want 15 s within a keyframe interval ({gop_s} s)"
     );
     eprintln!("clip {name}: {duration:.2} s, finalised {finalised:.2} s after the trigger");
-    let decode = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&path)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    assert!(decode.status.success());
-    let errors = String::from_utf8_lossy(&decode.stderr);
-    assert!(errors.trim().is_empty(), "decode errors: {errors}");
+    assert_decodes_cleanly(&path);
 
     // Listed and downloadable over the local API.
     let (code, list) = http_get(edge.port, "/clips").unwrap();
@@ -379,6 +396,21 @@ fn a_clip_with_pre_and_post_roll_is_a_playable_mp4() {
     assert_eq!(code, 400);
     let bytes = common::http_get_bytes(edge.port, &format!("/clips/{name}")).unwrap();
     assert_eq!(bytes, std::fs::read(&path).unwrap());
+    // H.265 clips too.
+    let (code, answer) =
+        common::http_post(edge.port, "/clips", r#"{"camera":"cam-hevc"}"#).unwrap();
+    assert_eq!(code, 202, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let hevc = edge.clips_dir().join(answer["clip"].as_str().unwrap());
+    edge.wait("the H.265 clip", Duration::from_secs(10), || hevc.exists());
+    assert_eq!(ffprobe(&hevc, "stream=codec_name"), "hevc");
+    let hevc_s: f64 = ffprobe(&hevc, "format=duration").parse().unwrap();
+    assert!(
+        (hevc_s - 4.0).abs() <= gop_s + 0.1,
+        "H.265 clip of {hevc_s} s"
+    );
+    assert_decodes_cleanly(&hevc);
+
     // An unknown camera is refused, naming the field.
     let (code, answer) = common::http_post(edge.port, "/clips", r#"{"camera":"nope"}"#).unwrap();
     assert_eq!(code, 404);
@@ -542,15 +574,5 @@ fn rtp_timestamp_jumps_start_a_new_timeline_without_dropping_the_session() {
         (duration - 12.0).abs() <= gop_s + 0.2,
         "duration {duration} s, want 12 s"
     );
-    let decode = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&path)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    let errors = String::from_utf8_lossy(&decode.stderr);
-    assert!(
-        decode.status.success() && errors.trim().is_empty(),
-        "{errors}"
-    );
+    assert_decodes_cleanly(&path);
 }
