@@ -53,25 +53,45 @@ max_bytes = "64MiB"
             clips = dir.path().join("clips").display()
         );
         std::fs::write(dir.path().join("edge.toml"), config).unwrap();
-        let log = File::create(dir.path().join("daemon.log")).unwrap();
+        let mut edge = Self {
+            dir,
+            port,
+            child: None,
+        };
+        edge.spawn();
+        edge
+    }
+
+    /// Starts `run` on the edge's configuration (again).
+    fn spawn(&mut self) {
+        let dir = self.dir.path();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("daemon.log"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ingest-daemon"))
-            .current_dir(dir.path())
+            .current_dir(dir)
             .env_remove("INGEST__SPOOL__DIR")
             .env("RUST_LOG", "info")
             .arg("run")
             .arg("--config")
-            .arg(dir.path().join("edge.toml"))
+            .arg(dir.join("edge.toml"))
             .arg("--spool-dir")
-            .arg(dir.path().join("spool"))
+            .arg(dir.join("spool"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
-        Self {
-            dir,
-            port,
-            child: Some(child),
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: a crash.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
         }
     }
 
@@ -575,4 +595,51 @@ fn rtp_timestamp_jumps_start_a_new_timeline_without_dropping_the_session() {
         "duration {duration} s, want 12 s"
     );
     assert_decodes_cleanly(&path);
+}
+
+#[test]
+fn a_clip_cut_short_by_a_crash_is_absent_not_broken() {
+    let server = RtspServer::new();
+    let mut edge = Edge::start(&camera(
+        "cam-crash",
+        &server.url("h264"),
+        "pre_event_s = 3\npost_event_s = 30",
+    ));
+    edge.wait_up("cam-crash");
+    edge.wait("3 s in the ring", Duration::from_secs(15), || {
+        edge.camera("ingest_camera_ring_seconds", "cam-crash")
+            .is_some_and(|s| s >= 3.0)
+    });
+    let (code, answer) =
+        common::http_post(edge.port, "/clips", r#"{"camera":"cam-crash"}"#).unwrap();
+    assert_eq!(code, 202, "{answer}");
+    // The writer has the pre-roll on disk under a temporary name.
+    let tmp_exists = || {
+        std::fs::read_dir(edge.clips_dir())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            })
+            .unwrap_or(false)
+    };
+    edge.wait("the temporary clip", Duration::from_secs(5), tmp_exists);
+    edge.kill();
+    let clips = |edge: &Edge| {
+        std::fs::read_dir(edge.clips_dir())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        clips(&edge).iter().all(|n| !n.ends_with(".mp4")),
+        "{:?}",
+        clips(&edge)
+    );
+    // The next start removes the remains.
+    edge.spawn();
+    edge.wait_up("cam-crash");
+    assert!(clips(&edge).is_empty(), "{:?}", clips(&edge));
+    let (code, list) = http_get(edge.port, "/clips").unwrap();
+    assert_eq!((code, list.as_str()), (200, "[]"));
 }
