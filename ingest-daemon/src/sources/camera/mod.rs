@@ -405,9 +405,13 @@ impl Camera {
         // Silence is checked on the tick rather than with a timeout around `next()`, which
         // the other branches would restart every time they fire.
         let mut last_video = Instant::now();
+        // Made once: a fresh `cancelled()` per frame would register with the token anew.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         let result = loop {
             tokio::select! {
-                () = shutdown.cancelled() => break Ok(()),
+                biased;
+                () = &mut cancelled => break Ok(()),
                 Some(req) = self.clip_rx.recv() => self.on_clip_request(req),
                 _ = tick.tick() => {
                     if last_video.elapsed() > self.down_after {
