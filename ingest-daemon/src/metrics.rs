@@ -311,7 +311,7 @@ fn render_cameras(o: &mut Out, sources: &[SourceEntry], now: DateTime<Utc>) {
         return;
     }
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let per_camera: [PerCamera; 14] = [
+    let per_camera: [PerCamera; 15] = [
         (
             "ingest_camera_fps",
             "gauge",
@@ -347,6 +347,12 @@ fn render_cameras(o: &mut Out, sources: &[SourceEntry], now: DateTime<Utc>) {
             "counter",
             "RTP timestamp jumps and resets (each starts a new timeline).",
             |h| h.timestamp_jumps_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_damaged_frames_total",
+            "counter",
+            "Frames kept out of the ring after an RTP loss, until the next keyframe.",
+            |h| h.damaged_frames_total.load(Ordering::Relaxed) as f64,
         ),
         (
             "ingest_camera_live_sessions",

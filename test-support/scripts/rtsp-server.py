@@ -329,7 +329,7 @@ def main():
 
     onvif = factory(
         video_launch(args, "h264")
-        + " appsrc name=pay1 is-live=true format=time do-timestamp=true "
+        + " appsrc name=pay1 is-live=true format=time do-timestamp=true block=true max-bytes=4000000 "
         "caps=\"application/x-rtp,media=application,clock-rate=90000,"
         "encoding-name=VND.ONVIF.METADATA,payload=107\"",
         False,
@@ -347,7 +347,7 @@ def main():
     encode_h264(jumpy_file, args.fps, args.gop, args.kbps, 12)
     jumpy_units = access_units(jumpy_file)
     jumpy = factory(
-        "appsrc name=pay0 is-live=true format=time do-timestamp=true "
+        "appsrc name=pay0 is-live=true format=time do-timestamp=true block=true max-bytes=4000000 "
         "caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=H264,payload=96\"",
         False,
     )
@@ -362,7 +362,7 @@ def main():
     if args.loop_file:
         units = access_units(args.loop_file)
         launch = (
-            "appsrc name=src is-live=true format=time "
+            "appsrc name=src is-live=true format=time block=true max-bytes=8000000 "
             "caps=\"video/x-h264,stream-format=byte-stream,alignment=au,framerate=%d/1\" ! "
             "h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1" % args.fps
         )

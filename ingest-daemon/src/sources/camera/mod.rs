@@ -127,6 +127,8 @@ pub struct Camera {
     last_keyframe_ms: Option<i64>,
     /// The MP4 sample entry of the current video parameters.
     sample_entry: Option<Arc<clips::SampleEntry>>,
+    /// Frames are skipped until the next keyframe (see [`Camera::on_video`]).
+    damaged: bool,
 }
 
 impl std::fmt::Debug for Camera {
@@ -193,6 +195,7 @@ impl Camera {
             pre_event_s: src.pre_event_s,
             last_keyframe_ms: None,
             sample_entry: None,
+            damaged: true,
         }
     }
 
@@ -248,6 +251,15 @@ impl Camera {
             info!("RTP timestamp jump: continuing on a new timeline");
         }
         let key = frame.is_random_access_point();
+        // After a loss, frames up to the next keyframe may refer to what was lost: they
+        // stay out of the ring and the clips, which then skip a gap instead of carrying
+        // pictures no decoder can rebuild.
+        if loss > 0 && !key {
+            self.damaged = true;
+        }
+        if key {
+            self.damaged = false;
+        }
         if key {
             h.keyframes_total.fetch_add(1, Ordering::Relaxed);
             if let Some(prev) = self.last_keyframe_ms {
@@ -265,6 +277,10 @@ impl Camera {
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         h.last_frame_unix_ms.store(wall_ms, Ordering::Relaxed);
         rate.frame(data.len(), Instant::now().into_std(), h);
+        if self.damaged {
+            h.damaged_frames_total.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.ring.push(wall_ms, pts, key, data);
         if !self.active.is_empty() {
             clips::feed(&mut self.active, wall_ms, pts, key, data, h);
@@ -397,6 +413,7 @@ impl Camera {
         info!(transport = %transport, metadata = meta.is_some(), "camera playing");
         self.health.live_sessions.store(1, Ordering::Relaxed);
         self.timeline.new_session();
+        self.damaged = true;
         if let Some((a, _)) = self.analytics.as_mut() {
             a.reset();
         }
