@@ -431,6 +431,19 @@ fn a_clip_with_pre_and_post_roll_is_a_playable_mp4() {
     );
     assert_decodes_cleanly(&hevc);
 
+    // Bad requests are refused, naming the field.
+    let (code, answer) =
+        common::http_post(edge.port, "/clips", r#"{"camera":"cam-clip","post_s":"x"}"#).unwrap();
+    assert_eq!(code, 400);
+    assert!(answer.contains("post_s"), "{answer}");
+    let (code, answer) = common::http_post(
+        edge.port,
+        "/clips",
+        r#"{"camera":"cam-clip","at":"2999-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    assert_eq!(code, 400);
+    assert!(answer.contains("at:"), "{answer}");
     // An unknown camera is refused, naming the field.
     let (code, answer) = common::http_post(edge.port, "/clips", r#"{"camera":"nope"}"#).unwrap();
     assert_eq!(code, 404);
