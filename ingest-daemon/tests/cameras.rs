@@ -495,6 +495,15 @@ fn onvif_metadata_becomes_volumes_per_lane() {
         edge.camera("ingest_camera_metadata_errors_total", "cam-onvif"),
         Some(1.0)
     );
+    // The Human crossing is not counted; every crossing document describes its object.
+    assert_eq!(
+        edge.camera("ingest_camera_non_vehicle_crossings_total", "cam-onvif"),
+        Some(1.0)
+    );
+    assert_eq!(
+        edge.camera("ingest_camera_vehicle_objects_total", "cam-onvif"),
+        Some(19.0)
+    );
     edge.stop();
     let volumes = edge.lane_volumes();
     eprintln!("volumes per lane: {volumes:?}");
