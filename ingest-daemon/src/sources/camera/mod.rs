@@ -259,8 +259,6 @@ impl Camera {
         }
         if key {
             self.damaged = false;
-        }
-        if key {
             h.keyframes_total.fetch_add(1, Ordering::Relaxed);
             if let Some(prev) = self.last_keyframe_ms {
                 h.keyframe_interval_ms.store(
@@ -427,17 +425,10 @@ impl Camera {
         tokio::pin!(cancelled);
         let result = loop {
             tokio::select! {
+                // Frames first: they are what wakes this task ~25 times a second, and the
+                // other branches need no polling then. The socket's cooperative budget
+                // still lets them run during a backlog.
                 biased;
-                () = &mut cancelled => break Ok(()),
-                Some(req) = self.clip_rx.recv() => self.on_clip_request(req),
-                _ = tick.tick() => {
-                    if last_video.elapsed() > self.down_after {
-                        break Err(anyhow!("no video for {} s", self.down_after.as_secs()));
-                    }
-                    self.mark_alive();
-                    self.publish_ring();
-                    clips::expire(&mut self.active, wall_now().timestamp_millis());
-                }
                 item = stream.next() => match item {
                     None => break Err(anyhow!("the camera ended the stream")),
                     Some(Err(e)) => break Err(anyhow!(e).context("RTSP stream failed")),
@@ -454,6 +445,16 @@ impl Camera {
                         }
                     }
                     Some(Ok(_)) => {}
+                },
+                () = &mut cancelled => break Ok(()),
+                Some(req) = self.clip_rx.recv() => self.on_clip_request(req),
+                _ = tick.tick() => {
+                    if last_video.elapsed() > self.down_after {
+                        break Err(anyhow!("no video for {} s", self.down_after.as_secs()));
+                    }
+                    self.mark_alive();
+                    self.publish_ring();
+                    clips::expire(&mut self.active, wall_now().timestamp_millis());
                 }
             }
         };
