@@ -182,6 +182,8 @@ impl Spool {
 
 // ---------------------------------------------------------------- [clips]
 
+/// Smallest `clips.max_bytes`.
+pub const MIN_CLIPS_BYTES: ByteSize = ByteSize::mib(16);
 /// Default `clips.dir`.
 pub const DEFAULT_CLIPS_DIR: &str = "/var/lib/ingest-daemon/clips";
 

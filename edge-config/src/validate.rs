@@ -8,7 +8,6 @@ use url::Url;
 use crate::lanes::{DeviceLane, LaneMap, MAX_ROAD_LANE};
 use crate::path::KeyPath;
 use crate::schema::*;
-use crate::size::ByteSize;
 
 /// One semantic problem, before it is given a file position.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,10 +175,13 @@ impl Config {
                 format!("{:?} must be an absolute path", self.clips.dir),
             );
         }
-        if self.clips.max_bytes < ByteSize::mib(16) {
+        if self.clips.max_bytes < MIN_CLIPS_BYTES {
             out.push(
                 base.key("max_bytes"),
-                format!("{} is below the minimum of 16MiB", self.clips.max_bytes),
+                format!(
+                    "{} is below the minimum of {MIN_CLIPS_BYTES}",
+                    self.clips.max_bytes
+                ),
             );
         }
     }

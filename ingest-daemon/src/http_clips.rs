@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::clips::{self, ClipRequest, FINALISE_GRACE};
 use crate::http::OpsState;
 
+/// How far ahead a clip may be asked for.
+const MAX_AHEAD_MS: i64 = 60_000;
 /// How long a trigger waits for the camera's task to answer.
 const TRIGGER_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -84,6 +86,16 @@ async fn trigger(
             format!("post_s: at most {}", edge_config::schema::MAX_POST_EVENT_S),
         );
     }
+    let now_ms = crate::clock::wall_now().timestamp_millis();
+    if body
+        .at
+        .is_some_and(|t| t.timestamp_millis() > now_ms + MAX_AHEAD_MS)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("at: at most {} s ahead", MAX_AHEAD_MS / 1000),
+        );
+    }
     let Some(tx) = s.clips.camera(&body.camera) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -103,8 +115,7 @@ async fn trigger(
     }
     match tokio::time::timeout(TRIGGER_TIMEOUT, answer).await {
         Ok(Ok(Ok(name))) => {
-            let end = at_ms.unwrap_or_else(|| crate::clock::wall_now().timestamp_millis())
-                + i64::from(body.post_s.unwrap_or(0)) * 1000;
+            let end = at_ms.unwrap_or(now_ms) + i64::from(body.post_s.unwrap_or(0)) * 1000;
             let ready_by = DateTime::<Utc>::from_timestamp_millis(end)
                 .map(|t| t + FINALISE_GRACE * 2)
                 .map(|t| t.to_rfc3339());

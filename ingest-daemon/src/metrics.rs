@@ -322,7 +322,7 @@ fn render_cameras(o: &mut Out, sources: &[SourceEntry], now: DateTime<Utc>) {
         return;
     }
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let per_camera: [PerCamera; 14] = [
+    let per_camera: [PerCamera; 17] = [
         (
             "ingest_camera_fps",
             "gauge",
@@ -358,6 +358,24 @@ fn render_cameras(o: &mut Out, sources: &[SourceEntry], now: DateTime<Utc>) {
             "counter",
             "RTP timestamp jumps and resets (each starts a new timeline).",
             |h| h.timestamp_jumps_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_vehicle_objects_total",
+            "counter",
+            "Objects of a vehicle class in ONVIF analytics frames.",
+            |h| h.vehicle_objects_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_non_vehicle_crossings_total",
+            "counter",
+            "Line crossings not counted: the camera classed the object as no vehicle.",
+            |h| h.non_vehicle_crossings_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ingest_camera_damaged_frames_total",
+            "counter",
+            "Frames kept out of the ring after an RTP loss, until the next keyframe.",
+            |h| h.damaged_frames_total.load(Ordering::Relaxed) as f64,
         ),
         (
             "ingest_camera_live_sessions",

@@ -53,25 +53,45 @@ max_bytes = "64MiB"
             clips = dir.path().join("clips").display()
         );
         std::fs::write(dir.path().join("edge.toml"), config).unwrap();
-        let log = File::create(dir.path().join("daemon.log")).unwrap();
+        let mut edge = Self {
+            dir,
+            port,
+            child: None,
+        };
+        edge.spawn();
+        edge
+    }
+
+    /// Starts `run` on the edge's configuration (again).
+    fn spawn(&mut self) {
+        let dir = self.dir.path();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("daemon.log"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ingest-daemon"))
-            .current_dir(dir.path())
+            .current_dir(dir)
             .env_remove("INGEST__SPOOL__DIR")
             .env("RUST_LOG", "info")
             .arg("run")
             .arg("--config")
-            .arg(dir.path().join("edge.toml"))
+            .arg(dir.join("edge.toml"))
             .arg("--spool-dir")
-            .arg(dir.path().join("spool"))
+            .arg(dir.join("spool"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
-        Self {
-            dir,
-            port,
-            child: Some(child),
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: a crash.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
         }
     }
 
@@ -267,6 +287,10 @@ fn cameras_come_back_after_their_server_is_killed_and_the_others_never_stop() {
             edge.camera("ingest_camera_up", "cam-a") == Some(0.0)
                 && edge.camera("ingest_camera_up", "cam-b") == Some(0.0)
         });
+        let (code, health) = http_get(edge.port, "/health").unwrap();
+        assert_eq!(code, 200, "{health}");
+        assert!(health.contains("camera cam-a down"), "{health}");
+        assert!(health.contains(r#""status":"degraded""#), "{health}");
         flaky.start();
         let restarted = Instant::now();
         edge.wait("cam-a and cam-b back", Duration::from_secs(10), || {
@@ -319,15 +343,40 @@ fn ffprobe(path: &Path, entry: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `ffmpeg -v error -i CLIP -f null -` succeeds and prints nothing.
+fn assert_decodes_cleanly(path: &Path) {
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    let errors = String::from_utf8_lossy(&decode.stderr);
+    assert!(
+        decode.status.success() && errors.trim().is_empty(),
+        "{}: decode errors: {errors}",
+        path.display()
+    );
+}
+
 #[test]
 fn a_clip_with_pre_and_post_roll_is_a_playable_mp4() {
     let server = RtspServer::new();
     let gop_s = f64::from(server.settings().gop) / f64::from(server.settings().fps);
-    let edge = Edge::start(&camera(
-        "cam-clip",
-        &server.url("h264"),
-        "pre_event_s = 10\npost_event_s = 5\nmax_bitrate_kbps = 2000",
-    ));
+    let cameras = [
+        camera(
+            "cam-clip",
+            &server.url("h264"),
+            "pre_event_s = 10\npost_event_s = 5\nmax_bitrate_kbps = 2000",
+        ),
+        camera(
+            "cam-hevc",
+            &server.url("h265"),
+            "pre_event_s = 3\npost_event_s = 1",
+        ),
+    ]
+    .concat();
+    let edge = Edge::start(&cameras);
     edge.wait_up("cam-clip");
     edge.wait("10 s of video in the ring", Duration::from_secs(30), || {
         edge.camera("ingest_camera_ring_seconds", "cam-clip")
@@ -357,15 +406,7 @@ fn a_clip_with_pre_and_post_roll_is_a_playable_mp4() {
         "duration {duration} s, want 15 s within a keyframe interval ({gop_s} s)"
     );
     eprintln!("clip {name}: {duration:.2} s, finalised {finalised:.2} s after the trigger");
-    let decode = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&path)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    assert!(decode.status.success());
-    let errors = String::from_utf8_lossy(&decode.stderr);
-    assert!(errors.trim().is_empty(), "decode errors: {errors}");
+    assert_decodes_cleanly(&path);
 
     // Listed and downloadable over the local API.
     let (code, list) = http_get(edge.port, "/clips").unwrap();
@@ -375,6 +416,34 @@ fn a_clip_with_pre_and_post_roll_is_a_playable_mp4() {
     assert_eq!(code, 400);
     let bytes = common::http_get_bytes(edge.port, &format!("/clips/{name}")).unwrap();
     assert_eq!(bytes, std::fs::read(&path).unwrap());
+    // H.265 clips too.
+    let (code, answer) =
+        common::http_post(edge.port, "/clips", r#"{"camera":"cam-hevc"}"#).unwrap();
+    assert_eq!(code, 202, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let hevc = edge.clips_dir().join(answer["clip"].as_str().unwrap());
+    edge.wait("the H.265 clip", Duration::from_secs(10), || hevc.exists());
+    assert_eq!(ffprobe(&hevc, "stream=codec_name"), "hevc");
+    let hevc_s: f64 = ffprobe(&hevc, "format=duration").parse().unwrap();
+    assert!(
+        (hevc_s - 4.0).abs() <= gop_s + 0.1,
+        "H.265 clip of {hevc_s} s"
+    );
+    assert_decodes_cleanly(&hevc);
+
+    // Bad requests are refused, naming the field.
+    let (code, answer) =
+        common::http_post(edge.port, "/clips", r#"{"camera":"cam-clip","post_s":"x"}"#).unwrap();
+    assert_eq!(code, 400);
+    assert!(answer.contains("post_s"), "{answer}");
+    let (code, answer) = common::http_post(
+        edge.port,
+        "/clips",
+        r#"{"camera":"cam-clip","at":"2999-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    assert_eq!(code, 400);
+    assert!(answer.contains("at:"), "{answer}");
     // An unknown camera is refused, naming the field.
     let (code, answer) = common::http_post(edge.port, "/clips", r#"{"camera":"nope"}"#).unwrap();
     assert_eq!(code, 404);
@@ -426,6 +495,15 @@ fn onvif_metadata_becomes_volumes_per_lane() {
         edge.camera("ingest_camera_metadata_errors_total", "cam-onvif"),
         Some(1.0)
     );
+    // The Human crossing is not counted; every crossing document describes its object.
+    assert_eq!(
+        edge.camera("ingest_camera_non_vehicle_crossings_total", "cam-onvif"),
+        Some(1.0)
+    );
+    assert_eq!(
+        edge.camera("ingest_camera_vehicle_objects_total", "cam-onvif"),
+        Some(19.0)
+    );
     edge.stop();
     let volumes = edge.lane_volumes();
     eprintln!("volumes per lane: {volumes:?}");
@@ -475,4 +553,115 @@ fn credentials_open_the_stream_and_never_reach_the_log() {
     assert!(log.contains("cam-wrong"), "{log}");
     assert!(!log.contains("s3cret-camera-pw"), "{log}");
     assert!(!log.contains("wrong-pw-123"), "{log}");
+}
+
+#[test]
+fn a_hung_camera_is_reported_down_by_its_silence_and_comes_back() {
+    let server = RtspServer::new();
+    let edge = Edge::start(&camera("cam-hung", &server.url("h264"), ""));
+    edge.wait_up("cam-hung");
+    server.pause();
+    // down_after_s = 3: the connection stays open, only the frames stop.
+    edge.wait("cam-hung down", Duration::from_secs(8), || {
+        edge.camera("ingest_camera_up", "cam-hung") == Some(0.0)
+            && edge.camera("ingest_camera_live_sessions", "cam-hung") == Some(0.0)
+    });
+    let (_, health) = http_get(edge.port, "/health").unwrap();
+    // (Its only source failing, the daemon reports failing rather than degraded.)
+    assert!(health.contains(r#""camera":{"up":false"#), "{health}");
+    assert!(health.contains("every source is failing"), "{health}");
+    server.resume();
+    edge.wait("cam-hung back", Duration::from_secs(15), || {
+        edge.camera("ingest_camera_up", "cam-hung") == Some(1.0)
+    });
+    edge.wait("one connection", Duration::from_secs(10), || {
+        connections_to(server.port()) == 1
+    });
+}
+
+#[test]
+fn rtp_timestamp_jumps_start_a_new_timeline_without_dropping_the_session() {
+    let server = RtspServer::new();
+    let gop_s = f64::from(server.settings().gop) / f64::from(server.settings().fps);
+    let edge = Edge::start(&camera(
+        "cam-jumpy",
+        &server.url("jumpy"),
+        "pre_event_s = 10\npost_event_s = 2\nmax_bitrate_kbps = 2000",
+    ));
+    edge.wait_up("cam-jumpy");
+    // An hour forward at 4 s, two hours back at 8 s.
+    edge.wait("two timestamp jumps", Duration::from_secs(20), || {
+        edge.camera("ingest_camera_timestamp_jumps_total", "cam-jumpy")
+            .is_some_and(|n| n >= 2.0)
+    });
+    edge.wait("10 s in the ring", Duration::from_secs(10), || {
+        edge.camera("ingest_camera_ring_seconds", "cam-jumpy")
+            .is_some_and(|s| s >= 10.0)
+    });
+    assert_eq!(
+        edge.camera("ingest_camera_reconnects_total", "cam-jumpy"),
+        Some(0.0),
+        "a jump must not end the session\n{}",
+        edge.log()
+    );
+    // A clip across both jumps has continuous timestamps: it plays, at its real length.
+    let (code, answer) =
+        common::http_post(edge.port, "/clips", r#"{"camera":"cam-jumpy"}"#).unwrap();
+    assert_eq!(code, 202, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let path = edge.clips_dir().join(answer["clip"].as_str().unwrap());
+    edge.wait("the clip", Duration::from_secs(10), || path.exists());
+    let duration: f64 = ffprobe(&path, "format=duration").parse().unwrap();
+    assert!(
+        (duration - 12.0).abs() <= gop_s + 0.2,
+        "duration {duration} s, want 12 s"
+    );
+    assert_decodes_cleanly(&path);
+}
+
+#[test]
+fn a_clip_cut_short_by_a_crash_is_absent_not_broken() {
+    let server = RtspServer::new();
+    let mut edge = Edge::start(&camera(
+        "cam-crash",
+        &server.url("h264"),
+        "pre_event_s = 3\npost_event_s = 30",
+    ));
+    edge.wait_up("cam-crash");
+    edge.wait("3 s in the ring", Duration::from_secs(15), || {
+        edge.camera("ingest_camera_ring_seconds", "cam-crash")
+            .is_some_and(|s| s >= 3.0)
+    });
+    let (code, answer) =
+        common::http_post(edge.port, "/clips", r#"{"camera":"cam-crash"}"#).unwrap();
+    assert_eq!(code, 202, "{answer}");
+    // The writer has the pre-roll on disk under a temporary name.
+    let tmp_exists = || {
+        std::fs::read_dir(edge.clips_dir())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            })
+            .unwrap_or(false)
+    };
+    edge.wait("the temporary clip", Duration::from_secs(5), tmp_exists);
+    edge.kill();
+    let clips = |edge: &Edge| {
+        std::fs::read_dir(edge.clips_dir())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        clips(&edge).iter().all(|n| !n.ends_with(".mp4")),
+        "{:?}",
+        clips(&edge)
+    );
+    // The next start removes the remains.
+    edge.spawn();
+    edge.wait_up("cam-crash");
+    assert!(clips(&edge).is_empty(), "{:?}", clips(&edge));
+    let (code, list) = http_get(edge.port, "/clips").unwrap();
+    assert_eq!((code, list.as_str()), (200, "[]"));
 }

@@ -12,6 +12,8 @@ Mounts (all live test video, 320x240, closed GOPs so every keyframe is an IDR):
     /h264b   a second H.264 stream, shared
     /h265    H.265 (x265, open-gop off: IDR keyframes, since retina 0.4 does not count
              CRA pictures as keyframes)
+    /jumpy   H.264 packetised by this script, its RTP timestamps jumping an hour forward
+             and back every 12 s (not shared)
     /onvif   H.264 plus an ONVIF analytics metadata track (vnd.onvif.metadata), not shared:
              each client gets the scripted documents described in SCRIPT from the start
     /file    (with --loop-file) a pre-encoded H.264 elementary stream in a loop, no
@@ -130,6 +132,140 @@ class MetadataFeeder:
             time.sleep(0.15)
 
 
+def access_units(path):
+    """Splits an H.264 Annex B file written with access unit delimiters (x264 aud=1) into
+    its access units."""
+    data = open(path, "rb").read()
+    aud = b"\x00\x00\x00\x01\x09"
+    starts = []
+    i = data.find(aud)
+    while i >= 0:
+        starts.append(i)
+        i = data.find(aud, i + 1)
+    if not starts:
+        sys.exit("%s has no access unit delimiters (encode with -x264-params aud=1)" % path)
+    return [data[a:b] for a, b in zip(starts, starts[1:] + [len(data)])]
+
+
+class LoopFeeder:
+    """Pushes pre-encoded access units in a loop at the frame rate, with timestamps: no
+    encoding at all, so the server costs next to nothing."""
+
+    def __init__(self, appsrc, units, fps):
+        self.appsrc = appsrc
+        self.units = units
+        self.fps = fps
+        self.started = False
+        appsrc.connect("need-data", self.on_need_data)
+
+    def on_need_data(self, _src, _length):
+        if not self.started:
+            self.started = True
+            threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        step = Gst.SECOND // self.fps
+        t0 = time.monotonic()
+        n = 0
+        while True:
+            buf = Gst.Buffer.new_wrapped(self.units[n % len(self.units)])
+            buf.pts = n * step
+            buf.duration = step
+            if self.appsrc.emit("push-buffer", buf) != Gst.FlowReturn.OK:
+                return
+            n += 1
+            delay = t0 + n / self.fps - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+
+def encode_h264(path, fps, gop, kbps, seconds):
+    """Encodes test video into an H.264 byte stream with access unit delimiters."""
+    pipeline = Gst.parse_launch(
+        "videotestsrc num-buffers=%d pattern=ball ! video/x-raw,width=320,height=240,framerate=%d/1 ! "
+        "x264enc speed-preset=ultrafast bitrate=%d key-int-max=%d bframes=0 aud=true ! "
+        "video/x-h264,profile=baseline,stream-format=byte-stream ! filesink location=%s"
+        % (seconds * fps, fps, kbps, gop, path)
+    )
+    pipeline.set_state(Gst.State.PLAYING)
+    pipeline.get_bus().timed_pop_filtered(Gst.CLOCK_TIME_NONE, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    pipeline.set_state(Gst.State.NULL)
+
+
+def nal_units(au):
+    """The NAL units of an Annex B access unit, without start codes."""
+    out = []
+    i = 0
+    starts = []
+    while True:
+        j = au.find(b"\x00\x00\x01", i)
+        if j < 0:
+            break
+        starts.append(j + 3)
+        i = j + 3
+    for k, st in enumerate(starts):
+        end = starts[k + 1] - 3 if k + 1 < len(starts) else len(au)
+        nal = au[st:end].rstrip(b"\x00")
+        if nal:
+            out.append(nal)
+    return out
+
+
+class JumpyFeeder:
+    """H.264 over RTP packetised here (RFC 6184 single NAL units and FU-A), so that the RTP
+    timestamps can misbehave like some cameras': an hour forward at frame 100 of every 300,
+    and back to an earlier value at frame 200."""
+
+    def __init__(self, appsrc, units, fps):
+        self.appsrc = appsrc
+        self.units = units
+        self.fps = fps
+        self.started = False
+        self.seq = random.randint(0, 0xFFFF)
+        self.ssrc = random.randint(1, 0xFFFFFFFF)
+        appsrc.connect("need-data", self.on_need_data)
+
+    def on_need_data(self, _src, _length):
+        if not self.started:
+            self.started = True
+            threading.Thread(target=self.run, daemon=True).start()
+
+    def send(self, payload, ts, marker):
+        header = struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | 96, self.seq, ts & 0xFFFFFFFF, self.ssrc)
+        self.seq = (self.seq + 1) & 0xFFFF
+        return self.appsrc.emit("push-buffer", Gst.Buffer.new_wrapped(header + payload)) == Gst.FlowReturn.OK
+
+    def run(self):
+        step = 90000 // self.fps
+        ts = random.randint(0, 1 << 30)
+        t0 = time.monotonic()
+        n = 0
+        while True:
+            if n % 300 == 100:
+                ts += 3600 * 90000
+            elif n % 300 == 200:
+                ts -= 7200 * 90000
+            nals = [x for x in nal_units(self.units[n % len(self.units)]) if x[0] & 0x1F != 9]
+            for k, nal in enumerate(nals):
+                last = k == len(nals) - 1
+                if len(nal) <= 1200:
+                    if not self.send(nal, ts, last):
+                        return
+                    continue
+                head, body = nal[0], nal[1:]
+                chunks = [body[j:j + 1200] for j in range(0, len(body), 1200)]
+                for c, chunk in enumerate(chunks):
+                    fu_ind = (head & 0xE0) | 28
+                    fu_head = (head & 0x1F) | (0x80 if c == 0 else 0) | (0x40 if c == len(chunks) - 1 else 0)
+                    if not self.send(bytes([fu_ind, fu_head]) + chunk, ts, last and c == len(chunks) - 1):
+                        return
+            n += 1
+            ts += step
+            delay = t0 + n / self.fps - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+
 def video_launch(args, codec):
     src = (
         "videotestsrc is-live=true pattern=ball ! "
@@ -193,7 +329,7 @@ def main():
 
     onvif = factory(
         video_launch(args, "h264")
-        + " appsrc name=pay1 is-live=true format=time do-timestamp=true "
+        + " appsrc name=pay1 is-live=true format=time do-timestamp=true block=true max-bytes=4000000 "
         "caps=\"application/x-rtp,media=application,clock-rate=90000,"
         "encoding-name=VND.ONVIF.METADATA,payload=107\"",
         False,
@@ -207,13 +343,37 @@ def main():
     onvif.connect("media-configure", on_configure)
     mounts.add_factory("/onvif", onvif)
 
+    jumpy_file = os.path.join(os.getcwd(), "jumpy.h264")
+    encode_h264(jumpy_file, args.fps, args.gop, args.kbps, 12)
+    jumpy_units = access_units(jumpy_file)
+    jumpy = factory(
+        "appsrc name=pay0 is-live=true format=time do-timestamp=true block=true max-bytes=4000000 "
+        "caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=H264,payload=96\"",
+        False,
+    )
+
+    def on_jumpy_configure(_factory, media):
+        appsrc = media.get_element().get_by_name_recurse_up("pay0")
+        feeders.append(JumpyFeeder(appsrc, jumpy_units, args.fps))
+
+    jumpy.connect("media-configure", on_jumpy_configure)
+    mounts.add_factory("/jumpy", jumpy)
+
     if args.loop_file:
+        units = access_units(args.loop_file)
         launch = (
-            "multifilesrc location=%s loop=true ! h264parse ! "
-            "video/x-h264,framerate=%d/1 ! identity sync=true ! "
-            "rtph264pay name=pay0 pt=96 config-interval=-1" % (args.loop_file, args.fps)
+            "appsrc name=src is-live=true format=time block=true max-bytes=8000000 "
+            "caps=\"video/x-h264,stream-format=byte-stream,alignment=au,framerate=%d/1\" ! "
+            "h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1" % args.fps
         )
-        mounts.add_factory("/file", factory(launch, True))
+        looped = factory(launch, True)
+
+        def on_file_configure(_factory, media):
+            appsrc = media.get_element().get_by_name_recurse_up("src")
+            feeders.append(LoopFeeder(appsrc, units, args.fps))
+
+        looped.connect("media-configure", on_file_configure)
+        mounts.add_factory("/file", looped)
 
     if server.attach(None) == 0:
         print("cannot listen on port %d" % args.port, file=sys.stderr)

@@ -143,6 +143,21 @@ impl RtspServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing flows, as with a hung
+    /// camera. [`resume`](Self::resume) lets it go on.
+    pub fn pause(&self) {
+        if let Some(child) = self.child.lock().as_ref() {
+            proc::signal(child.id(), "STOP");
+        }
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(child) = self.child.lock().as_ref() {
+            proc::signal(child.id(), "CONT");
+        }
+    }
+
     /// Starts the server (again) on the same port; waits until it listens. No-op if running.
     pub fn start(&self) {
         let mut slot = self.child.lock();

@@ -22,6 +22,8 @@ pub struct CameraHealth {
     pub rtp_lost_total: AtomicU64,
     /// RTP timestamp jumps and resets (each starts a new timeline).
     pub timestamp_jumps_total: AtomicU64,
+    /// Frames kept out of the ring after a loss, until the next keyframe.
+    pub damaged_frames_total: AtomicU64,
     /// ONVIF metadata documents parsed, and those that failed to parse.
     pub metadata_documents_total: AtomicU64,
     pub metadata_errors_total: AtomicU64,

@@ -127,6 +127,8 @@ pub struct Camera {
     last_keyframe_ms: Option<i64>,
     /// The MP4 sample entry of the current video parameters.
     sample_entry: Option<Arc<clips::SampleEntry>>,
+    /// Frames are skipped until the next keyframe (see [`Camera::on_video`]).
+    damaged: bool,
 }
 
 impl std::fmt::Debug for Camera {
@@ -193,6 +195,7 @@ impl Camera {
             pre_event_s: src.pre_event_s,
             last_keyframe_ms: None,
             sample_entry: None,
+            damaged: true,
         }
     }
 
@@ -248,7 +251,14 @@ impl Camera {
             info!("RTP timestamp jump: continuing on a new timeline");
         }
         let key = frame.is_random_access_point();
+        // After a loss, frames up to the next keyframe may refer to what was lost: they
+        // stay out of the ring and the clips, which then skip a gap instead of carrying
+        // pictures no decoder can rebuild.
+        if loss > 0 && !key {
+            self.damaged = true;
+        }
         if key {
+            self.damaged = false;
             h.keyframes_total.fetch_add(1, Ordering::Relaxed);
             if let Some(prev) = self.last_keyframe_ms {
                 h.keyframe_interval_ms.store(
@@ -265,6 +275,10 @@ impl Camera {
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         h.last_frame_unix_ms.store(wall_ms, Ordering::Relaxed);
         rate.frame(data.len(), Instant::now().into_std(), h);
+        if self.damaged {
+            h.damaged_frames_total.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.ring.push(wall_ms, pts, key, data);
         if !self.active.is_empty() {
             clips::feed(&mut self.active, wall_ms, pts, key, data, h);
@@ -397,36 +411,50 @@ impl Camera {
         info!(transport = %transport, metadata = meta.is_some(), "camera playing");
         self.health.live_sessions.store(1, Ordering::Relaxed);
         self.timeline.new_session();
+        self.damaged = true;
         if let Some((a, _)) = self.analytics.as_mut() {
             a.reset();
         }
         let mut rate = RateMeter::new(Instant::now().into_std());
         let mut tick = tokio::time::interval(TICK);
+        // Silence is checked on the tick rather than with a timeout around `next()`, which
+        // the other branches would restart every time they fire.
+        let mut last_video = Instant::now();
+        // Made once: a fresh `cancelled()` per frame would register with the token anew.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         let result = loop {
             tokio::select! {
-                () = shutdown.cancelled() => break Ok(()),
-                Some(req) = self.clip_rx.recv() => self.on_clip_request(req),
-                _ = tick.tick() => {
-                    self.mark_alive();
-                    self.publish_ring();
-                    clips::expire(&mut self.active, wall_now().timestamp_millis());
-                }
-                item = tokio::time::timeout(self.down_after, stream.next()) => match item {
-                    Err(_) => break Err(anyhow!("no data for {} s", self.down_after.as_secs())),
-                    Ok(None) => break Err(anyhow!("the camera ended the stream")),
-                    Ok(Some(Err(e))) => break Err(anyhow!(e).context("RTSP stream failed")),
-                    Ok(Some(Ok(CodecItem::VideoFrame(f)))) => {
+                // Frames first: they are what wakes this task ~25 times a second, and the
+                // other branches need no polling then. The socket's cooperative budget
+                // still lets them run during a backlog.
+                biased;
+                item = stream.next() => match item {
+                    None => break Err(anyhow!("the camera ended the stream")),
+                    Some(Err(e)) => break Err(anyhow!(e).context("RTSP stream failed")),
+                    Some(Ok(CodecItem::VideoFrame(f))) => {
+                        last_video = Instant::now();
                         if f.has_new_parameters() {
                             self.update_params(stream.streams().get(video).and_then(|s| s.parameters()));
                         }
                         self.on_video(f, &mut rate);
                     }
-                    Ok(Some(Ok(CodecItem::MessageFrame(m)))) => {
+                    Some(Ok(CodecItem::MessageFrame(m))) => {
                         if let Some((_, enc)) = meta {
                             self.on_metadata(m.data(), enc);
                         }
                     }
-                    Ok(Some(Ok(_))) => {}
+                    Some(Ok(_)) => {}
+                },
+                () = &mut cancelled => break Ok(()),
+                Some(req) = self.clip_rx.recv() => self.on_clip_request(req),
+                _ = tick.tick() => {
+                    if last_video.elapsed() > self.down_after {
+                        break Err(anyhow!("no video for {} s", self.down_after.as_secs()));
+                    }
+                    self.mark_alive();
+                    self.publish_ring();
+                    clips::expire(&mut self.active, wall_now().timestamp_millis());
                 }
             }
         };

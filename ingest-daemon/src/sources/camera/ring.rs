@@ -12,6 +12,9 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
+/// What an empty ring's buffer holds.
+const RING_FILL: u8 = 0xA5;
+
 /// One access unit in the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameMeta {
@@ -50,7 +53,10 @@ impl VideoRing {
     /// frame, plus the frames back to the keyframe that starts it.
     pub fn new(bytes: usize, window_ms: i64) -> Self {
         Self {
-            buf: vec![0; bytes],
+            // Filled (not zeroed: zeroed memory comes as untouched pages) so that every page
+            // is resident from the start: the memory is really taken at start, and the
+            // camera does not pay a page fault per 4 KiB of video during the first pass.
+            buf: vec![RING_FILL; bytes],
             // 120 fps over the window: the metadata never reallocates for a sane camera.
             frames: VecDeque::with_capacity(
                 usize::try_from(window_ms.max(1000) / 1000 * 120).unwrap_or(1024),
