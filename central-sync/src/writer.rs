@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::pin::pin;
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
+use ring::digest::{Context, SHA256};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
@@ -210,37 +210,37 @@ fn dedup_keep_last(samples: Vec<TrafficSample>) -> Vec<TrafficSample> {
 /// SHA-256 over the stored columns of every sample, field by field in a fixed layout, so
 /// the digest does not change with the spool's or serde's encoding.
 fn digest(samples: &[TrafficSample]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    let text = |h: &mut Sha256, s: &str| {
-        h.update((s.len() as u64).to_le_bytes());
+    let mut h = Context::new(&SHA256);
+    let text = |h: &mut Context, s: &str| {
+        h.update(&(s.len() as u64).to_le_bytes());
         h.update(s.as_bytes());
     };
-    let opt_u32 = |h: &mut Sha256, v: Option<u32>| match v {
+    let opt_u32 = |h: &mut Context, v: Option<u32>| match v {
         Some(v) => {
-            h.update([1]);
-            h.update(v.to_le_bytes());
+            h.update(&[1]);
+            h.update(&v.to_le_bytes());
         }
-        None => h.update([0]),
+        None => h.update(&[0]),
     };
-    let opt_f32 = |h: &mut Sha256, v: Option<f32>| match v {
+    let opt_f32 = |h: &mut Context, v: Option<f32>| match v {
         Some(v) => {
-            h.update([1]);
-            h.update(v.to_bits().to_le_bytes());
+            h.update(&[1]);
+            h.update(&v.to_bits().to_le_bytes());
         }
-        None => h.update([0]),
+        None => h.update(&[0]),
     };
-    h.update((samples.len() as u64).to_le_bytes());
+    h.update(&(samples.len() as u64).to_le_bytes());
     for s in samples {
         text(&mut h, &s.site_id);
         text(&mut h, &s.detector_id);
-        h.update(s.lane.to_le_bytes());
-        h.update(s.bucket_start.timestamp_micros().to_le_bytes());
-        h.update(s.interval_s.to_le_bytes());
+        h.update(&s.lane.to_le_bytes());
+        h.update(&s.bucket_start.timestamp_micros().to_le_bytes());
+        h.update(&s.interval_s.to_le_bytes());
         opt_u32(&mut h, s.volume);
         for v in [s.flow_vph, s.occupancy, s.speed_avg_kmh, s.speed_p85_kmh] {
             opt_f32(&mut h, v);
         }
-        h.update(s.speed_count.to_le_bytes());
+        h.update(&s.speed_count.to_le_bytes());
         text(&mut h, s.speed_source.as_str());
         for v in [s.density_vpkm, s.headway_avg_s, s.gap_avg_s, s.length_avg_m] {
             opt_f32(&mut h, v);
@@ -248,13 +248,15 @@ fn digest(samples: &[TrafficSample]) -> [u8; 32] {
         for i in 0..4 {
             opt_u32(&mut h, s.class_counts.map(|c| c[i]));
         }
-        h.update([s.los.map_or(0, |l| l.as_char() as u8)]);
-        h.update(s.samples_expected.to_le_bytes());
-        h.update(s.samples_received.to_le_bytes());
-        h.update(s.pct_observed.to_bits().to_le_bytes());
-        h.update(s.quality.bits().to_le_bytes());
+        h.update(&[s.los.map_or(0, |l| l.as_char() as u8)]);
+        h.update(&s.samples_expected.to_le_bytes());
+        h.update(&s.samples_received.to_le_bytes());
+        h.update(&s.pct_observed.to_bits().to_le_bytes());
+        h.update(&s.quality.bits().to_le_bytes());
     }
-    h.finalize().into()
+    let mut out = [0u8; 32];
+    out.copy_from_slice(h.finish().as_ref());
+    out
 }
 
 /// What [`write_batch`] did.
