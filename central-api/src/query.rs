@@ -11,12 +11,18 @@ use crate::error::{ApiResult, Validator};
 /// Checks `limit` (1–200, default 50) and `offset` (≥ 0, default 0).
 pub fn paging(limit: Option<i64>, offset: Option<i64>) -> ApiResult<(i64, i64)> {
     let mut v = Validator::new();
-    let limit = limit.unwrap_or(50);
+    let limit = page_size(&mut v, limit, 50, 200);
     let offset = offset.unwrap_or(0);
-    v.range("query.limit", limit, 1, 200);
     v.range("query.offset", offset, 0, i64::from(i32::MAX));
     v.finish()?;
     Ok((limit, offset))
+}
+
+/// A page size: `default` when absent, otherwise checked to be 1..=`max` (`query.limit`).
+pub fn page_size(v: &mut Validator, limit: Option<i64>, default: i64, max: i64) -> i64 {
+    let limit = limit.unwrap_or(default);
+    v.range("query.limit", limit, 1, max);
+    limit
 }
 
 /// Turns `limit + 1` fetched rows into a page and the next offset.

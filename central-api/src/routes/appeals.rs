@@ -27,11 +27,11 @@ use crate::auth::{AuthUser, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody, Validator};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::RequestId;
+use crate::query::{page, paging};
 use crate::routes::incidents::{
     CreateIncident, IncidentKind, IncidentSource, NewIncident, Severity, insert_incident,
 };
 use crate::routes::notifications;
-use crate::routes::users::{page, paging};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

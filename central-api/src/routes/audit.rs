@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use crate::auth::{AuthUser, Role};
 use crate::error::{ApiResult, ErrorBody, Validator};
 use crate::extract::ApiQuery;
-use crate::routes::users::{page, paging};
+use crate::query::{page, paging};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

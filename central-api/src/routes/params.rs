@@ -30,14 +30,10 @@ pub fn time_range(
 
 /// A page size: `default` when absent, otherwise 1..=`max` (naming `query.limit`).
 pub fn limit(value: Option<i64>, default: i64, max: i64) -> ApiResult<i64> {
-    match value {
-        None => Ok(default),
-        Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::field(
-            "query.limit",
-            format!("must be between 1 and {max}"),
-        )),
-    }
+    let mut v = Validator::new();
+    let limit = crate::query::page_size(&mut v, value, default, max);
+    v.finish()?;
+    Ok(limit)
 }
 
 /// Checks an identifier such as a site or detector id: 1–64 printable characters.

@@ -30,7 +30,7 @@ use crate::http::{RequestId, no_content};
 use crate::state::AppState;
 
 // Kept here too for modules that imported them from users before they moved.
-pub use crate::query::{page, paging};
+use crate::query::{page, paging};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
