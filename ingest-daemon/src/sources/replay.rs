@@ -83,7 +83,7 @@ impl SourceReplay {
 impl Replay {
     /// Reads the window from the spool; `window` as described in the module documentation.
     pub fn from_spool(spool: &Spool, window: TimeDelta) -> Result<Self, SpoolError> {
-        let Some(newest_ms) = spool.tail(1)?.iter().map(|r| r.appended_at_ms).max() else {
+        let Some(newest_ms) = spool.newest_appended_ms() else {
             return Ok(Self::default());
         };
         let since_ms = newest_ms - window.num_milliseconds();

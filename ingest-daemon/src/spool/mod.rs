@@ -1005,23 +1005,36 @@ impl Spool {
     ) -> Result<Vec<Record>, SpoolError> {
         let mut newest_first: Vec<Vec<Record>> = Vec::new();
         for segment in self.class(class).segments().rev() {
+            // The segment's append-time range says whether it holds anything of the window
+            // and whether older segments could: no need to read it to know.
+            match segment.max_ts_ms {
+                None => continue,
+                Some(newest) if newest < since_ms => break,
+                Some(_) => {}
+            }
             let iter = RecordIter::new(class, vec![(segment.path.clone(), segment.bytes)], 0);
             let mut kept = Vec::new();
-            let mut older_seen = false;
             for record in iter {
                 let record = record?;
                 if record.appended_at_ms >= since_ms {
                     kept.push(record);
-                } else {
-                    older_seen = true;
                 }
             }
             newest_first.push(kept);
-            if older_seen {
+            if segment.min_ts_ms.is_some_and(|oldest| oldest < since_ms) {
                 break;
             }
         }
         Ok(newest_first.into_iter().rev().flatten().collect())
+    }
+
+    /// The newest append time of any record (ms since the Unix epoch), from the segments'
+    /// metadata: no segment is read.
+    pub fn newest_appended_ms(&self) -> Option<i64> {
+        RecordClass::ALL
+            .into_iter()
+            .flat_map(|c| self.class(c).segments().filter_map(|s| s.max_ts_ms))
+            .max()
     }
 
     /// A snapshot of sizes, cursor, counters and the recovery report. Reads from disk only
