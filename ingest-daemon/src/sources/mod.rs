@@ -127,6 +127,11 @@ pub fn ring(
 }
 
 impl RingSender {
+    /// How many items the ring can take now.
+    pub fn vacant(&self) -> usize {
+        self.prod.vacant_len()
+    }
+
     /// Pushes without ever blocking. On a full ring the item is dropped and counted, and
     /// `false` is returned.
     pub fn push(&mut self, item: SourceItem) -> bool {
