@@ -62,12 +62,21 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// Maps RTP timestamps onto one continuous 90 kHz timeline per camera, across timestamp
 /// jumps, resets and sessions.
+///
+/// Within a session a jump is the camera's clock changing under a continuous stream, so
+/// the frame after it comes one usual frame step later, however late the daemon got to
+/// it (processing lag is not a gap in the video; counting it as one made clips whose
+/// frame spacing players and ffmpeg reject). Only a pause longer than
+/// [`MAX_TIMESTAMP_DRIFT_MS`] between the two frames, or a new session, continues by
+/// the wall clock's spacing: the video really has a gap there.
 #[derive(Debug, Default)]
 pub struct Timeline {
     /// (last frame's RTP time in 90 kHz units, its pts, its wall ms).
     last: Option<(i64, i64, i64)>,
     /// The usual frame spacing, 90 kHz units.
     step: i64,
+    /// The next frame starts a new session.
+    new_session: bool,
 }
 
 impl Timeline {
@@ -78,17 +87,21 @@ impl Timeline {
             self.last = Some((rtp_90k, 0, wall_ms));
             return (0, false);
         };
+        let new_session = std::mem::take(&mut self.new_session);
         let d_rtp = rtp_90k - last_rtp;
         let d_wall_90k = (wall_ms - last_wall) * 90;
-        let jump = d_rtp < 0 || (d_rtp - d_wall_90k).abs() > MAX_TIMESTAMP_DRIFT_MS * 90;
-        let delta = if jump {
-            // Continue from the wall clock's spacing (at least one usual frame step).
-            d_wall_90k.max(self.step).max(1)
-        } else {
+        let jump =
+            new_session || d_rtp < 0 || (d_rtp - d_wall_90k).abs() > MAX_TIMESTAMP_DRIFT_MS * 90;
+        let delta = if !jump {
             if d_rtp > 0 {
                 self.step = d_rtp;
             }
             d_rtp
+        } else if new_session || d_wall_90k > MAX_TIMESTAMP_DRIFT_MS * 90 {
+            // A real gap: continue from the wall clock's spacing (at least one step).
+            d_wall_90k.max(self.step).max(1)
+        } else {
+            self.step.max(1)
         };
         let pts = last_pts + delta;
         self.last = Some((rtp_90k, pts, wall_ms));
@@ -97,8 +110,8 @@ impl Timeline {
 
     /// A new session: its first frame continues the timeline by wall time.
     pub fn new_session(&mut self) {
-        if let Some((_, pts, wall)) = self.last {
-            self.last = Some((i64::MIN / 4, pts, wall));
+        if self.last.is_some() {
+            self.new_session = true;
         }
     }
 }
@@ -544,5 +557,22 @@ mod tests {
         let (pts, jump) = t.place(555, 1160);
         assert!(jump);
         assert_eq!(pts, 14_400 + 90_000);
+    }
+
+    #[test]
+    fn a_jump_seen_late_is_one_frame_step_but_a_long_pause_is_a_gap() {
+        let mut t = Timeline::default();
+        assert_eq!(t.place(0, 0), (0, false));
+        assert_eq!(t.place(3600, 40), (3600, false));
+        // The clock jumps, and the daemon gets to the frame 700 ms late (a busy CPU):
+        // the video goes on one frame later, not 700 ms later.
+        let (pts, jump) = t.place(90_000 * 3600, 740);
+        assert!(jump);
+        assert_eq!(pts, 7200);
+        assert_eq!(t.place(90_000 * 3600 + 3600, 780), (10_800, false));
+        // Backwards, after a 5 s pause in the stream: a 5 s gap.
+        let (pts, jump) = t.place(1000, 5780);
+        assert!(jump);
+        assert_eq!(pts, 10_800 + 5000 * 90);
     }
 }
