@@ -310,5 +310,7 @@ async fn logout_all(
     )
     .await?;
     tx.commit().await?;
+    // Forgotten here at once; other instances when the announcement reaches them.
+    state.revocations.forget(caller.id);
     Ok(no_content())
 }

@@ -525,6 +525,9 @@ async fn update_user(
     )
     .await?;
     tx.commit().await?;
+    // This instance forgets at once (the others when the announcement reaches them), so
+    // the very next request here sees the change.
+    state.revocations.forget(id);
     Ok(axum::Json(after))
 }
 
@@ -583,5 +586,8 @@ async fn delete_user(
     )
     .await?;
     tx.commit().await?;
+    // This instance forgets at once (the others when the announcement reaches them), so
+    // the very next request here sees the change.
+    state.revocations.forget(id);
     Ok(no_content())
 }
