@@ -535,6 +535,14 @@ async fn session(state: AppState, claims: AccessClaims, mut socket: WebSocket) {
         }
     };
     let mut sub = hub.subscribe(user.id);
+    // A revocation announced between the upgrade's check and the subscription reached no
+    // one: check again now that later ones will arrive as [`Event::Revoked`].
+    if !still_stands(&state, &claims).await {
+        let _ = socket
+            .send(close(1008, "access revoked: log in again"))
+            .await;
+        return;
+    }
     if !catch_up_notifications(&state, &mut socket, user.id, &mut last_notification).await {
         return;
     }
