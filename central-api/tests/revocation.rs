@@ -377,3 +377,36 @@ async fn a_live_websocket_is_closed_when_its_user_is_disabled() {
     );
     assert!(tokio_tungstenite::connect_async(url).await.is_err());
 }
+
+/// The value of counter `name{labels}` in the `/metrics` text (0 when absent).
+async fn counter(api: &Api, series: &str) -> f64 {
+    let text = api.get_text("/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn the_hot_path_asks_the_database_nothing() {
+    let api = TestApp::shared().api();
+    let user = api.login_as(Role::Analyst).await;
+    let memory = r#"central_api_token_checks_total{source="memory"}"#;
+    // Other tests of this process add to the counter too, but only a check answered from
+    // memory does: if every check read the database, it would not move by 20.
+    let deadline = tokio::time::Instant::now() + PROPAGATION;
+    loop {
+        let before = counter(&api, memory).await;
+        for _ in 0..21 {
+            assert_works(&api, &user.token, "repeated").await;
+        }
+        if counter(&api, memory).await - before >= 20.0 {
+            return;
+        }
+        // The instance may not listen yet (then it reads every time, by design).
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "repeated requests with one token are not answered from memory"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
