@@ -15,6 +15,8 @@
 //! - when the connection is lost, everything is forgotten and, until it is back, every
 //!   check reads the database: nothing announced meanwhile can be missed;
 //! - when it is back (listening again), the memory starts empty;
+//! - the instance that makes a change forgets the user right after its commit, without
+//!   waiting for its own announcement, so its next request already sees the change;
 //! - a read that raced an announcement or a reconnect is used for its request but not
 //!   remembered (an epoch counter tells), so a stale row cannot settle in;
 //! - an entry is trusted for [`ENTRY_TTL`] at most, which bounds how long a connection
