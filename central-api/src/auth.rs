@@ -1,9 +1,14 @@
 //! Who is asking: roles, access tokens (JWT, HS256, short-lived), refresh tokens (random,
 //! stored hashed, revocable), argon2id password hashes, and the [`AuthUser`] extractor.
 //!
-//! Access tokens are checked without a database round trip, so a disabled or deleted user
-//! keeps access until the token expires (`auth.access_ttl_s`, 15 minutes by default);
-//! refresh tokens are checked against the database and die at once.
+//! An access token carries its user's token generation at issue (`gen`). The database
+//! raises the generation when the user's role, patrol, password or disabled flag changes
+//! or the user logs out everywhere (`POST /api/auth/logout-all/`), and a deleted user has
+//! none: [`authenticate`] refuses such tokens with 401 `token_revoked` on the very next
+//! request, on every instance. It does so without a database round trip in the common
+//! case: each instance remembers its users' generations, and forgets one when the
+//! database announces a change ([`crate::revocation`]). Refresh tokens are checked
+//! against the database and are revoked together with the generation.
 
 use std::time::Duration;
 
@@ -21,6 +26,7 @@ use utoipa::ToSchema;
 
 use crate::config::AuthConfig;
 use crate::error::{ApiError, ApiResult};
+use crate::revocation::{Standing, Verdict};
 use crate::state::AppState;
 
 /// A user's role. What each may do is listed per route in the README.
@@ -69,9 +75,10 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// The authenticated caller, from a valid `Authorization: Bearer` access token.
+/// The authenticated caller, from a valid `Authorization: Bearer` access token that is not
+/// revoked ([`authenticate`]).
 ///
-/// As an extractor it answers 401 when the token is missing or invalid; as
+/// As an extractor it answers 401 when the token is missing, invalid or revoked; as
 /// `Option<AuthUser>` a missing header is `None` (anonymous) and a bad token still 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuthUser {
@@ -109,8 +116,21 @@ struct Claims {
     role: Role,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     patrol: Option<i64>,
+    /// The user's token generation at issue. Tokens from before generations existed
+    /// carry none: generation 0, the generation every user started at.
+    #[serde(default, rename = "gen")]
+    generation: i64,
     iat: i64,
     exp: i64,
+}
+
+/// What a correctly signed, unexpired access token says; [`authenticate`] still has to
+/// check that it is not revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub user: AuthUser,
+    /// The user's token generation when the token was issued.
+    pub generation: i64,
 }
 
 /// Signs and checks access tokens, and makes refresh tokens.
@@ -147,13 +167,15 @@ impl Tokens {
         }
     }
 
-    /// A signed access token for `user`.
-    pub fn access_token(&self, user: &AuthUser) -> ApiResult<String> {
+    /// A signed access token for `user`, whose token generation is `generation` (read in
+    /// the transaction that issues the token, the user row locked).
+    pub fn access_token(&self, user: &AuthUser, generation: i64) -> ApiResult<String> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user.id.to_string(),
             role: user.role,
             patrol: user.patrol_id,
+            generation,
             iat: now,
             exp: now + i64::try_from(self.access_ttl.as_secs()).unwrap_or(i64::MAX / 2),
         };
@@ -161,8 +183,9 @@ impl Tokens {
             .map_err(ApiError::internal)
     }
 
-    /// The caller an access token names, or why it is refused.
-    pub fn verify(&self, token: &str) -> Result<AuthUser, &'static str> {
+    /// What an access token says if its signature and expiry hold, or why it is refused.
+    /// Says nothing about revocation: see [`authenticate`].
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, &'static str> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the access token has expired",
@@ -173,10 +196,13 @@ impl Tokens {
             .sub
             .parse()
             .map_err(|_| "the access token is invalid")?;
-        Ok(AuthUser {
-            id,
-            role: data.claims.role,
-            patrol_id: data.claims.patrol,
+        Ok(AccessClaims {
+            user: AuthUser {
+                id,
+                role: data.claims.role,
+                patrol_id: data.claims.patrol,
+            },
+            generation: data.claims.generation,
         })
     }
 
@@ -207,6 +233,55 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The caller `claims` name if their token is not revoked: the user exists, is not
+/// disabled and is still at the token's generation. Answered from this instance's memory
+/// when it can be trusted, else from one read of the user's row ([`crate::revocation`]).
+pub async fn authenticate(state: &AppState, claims: &AccessClaims) -> ApiResult<AuthUser> {
+    let user_id = claims.user.id;
+    let (remembered, epoch) = state.revocations.recall(user_id, std::time::Instant::now());
+    let verdict = match remembered.map(|s| s.judge(claims.generation)) {
+        // A newer token than remembered: the memory is behind; read.
+        Some(Verdict::Newer) | None => {
+            metrics::counter!("central_api_token_checks_total", "source" => "database")
+                .increment(1);
+            let standing = read_standing(state, user_id).await?;
+            state
+                .revocations
+                .remember(user_id, standing, epoch, std::time::Instant::now());
+            standing.judge(claims.generation)
+        }
+        Some(verdict) => {
+            metrics::counter!("central_api_token_checks_total", "source" => "memory").increment(1);
+            verdict
+        }
+    };
+    match verdict.refusal() {
+        None => Ok(claims.user),
+        Some(why) => {
+            metrics::counter!("central_api_tokens_refused_total", "reason" => verdict.label())
+                .increment(1);
+            Err(ApiError::TokenRevoked(why))
+        }
+    }
+}
+
+async fn read_standing(state: &AppState, user_id: i64) -> ApiResult<Standing> {
+    let db = state.db().await?;
+    let row = db
+        .query_opt(
+            "SELECT token_generation, disabled FROM app_user WHERE id = $1",
+            &[&user_id],
+        )
+        .await?;
+    Ok(match row {
+        None => Standing::Gone,
+        Some(row) if row.get::<_, bool>(1) => Standing::Disabled,
+        Some(row) => Standing::Active {
+            generation: row.get(0),
+        },
+    })
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
@@ -224,21 +299,26 @@ impl OptionalFromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Option<Self>, ApiError> {
-        // The rate limiter has already checked the token of this request.
+        // Checked already by another extractor of this request.
         if let Some(user) = parts.extensions.get::<AuthUser>() {
             return Ok(Some(*user));
         }
-        if parts.headers.get(header::AUTHORIZATION).is_none() {
-            return Ok(None);
-        }
-        let token = bearer(parts).ok_or(ApiError::Unauthorized(
-            "the Authorization header must be `Bearer <token>`",
-        ))?;
-        state
-            .tokens
-            .verify(token)
-            .map(Some)
-            .map_err(ApiError::Unauthorized)
+        // The rate limiter has already checked the signature of this request's token.
+        let claims = match parts.extensions.get::<AccessClaims>() {
+            Some(claims) => *claims,
+            None => {
+                if parts.headers.get(header::AUTHORIZATION).is_none() {
+                    return Ok(None);
+                }
+                let token = bearer(parts).ok_or(ApiError::Unauthorized(
+                    "the Authorization header must be `Bearer <token>`",
+                ))?;
+                state.tokens.verify(token).map_err(ApiError::Unauthorized)?
+            }
+        };
+        let user = authenticate(state, &claims).await?;
+        parts.extensions.insert(user);
+        Ok(Some(user))
     }
 }
 
@@ -348,8 +428,14 @@ mod tests {
             role: Role::Patrol,
             patrol_id: Some(3),
         };
-        let token = t.access_token(&user).unwrap();
-        assert_eq!(t.verify(&token).unwrap(), user);
+        let token = t.access_token(&user, 5).unwrap();
+        assert_eq!(
+            t.verify(&token).unwrap(),
+            AccessClaims {
+                user,
+                generation: 5
+            }
+        );
         let other = Tokens::new(&[8u8; 32], &config());
         assert!(other.verify(&token).is_err());
         assert!(t.verify("garbage").is_err());

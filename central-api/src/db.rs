@@ -115,24 +115,26 @@ pub enum Listened {
 
 /// One dedicated connection that `LISTEN`s on `channels` and forwards what arrives to
 /// `tx` until the connection fails (an error) or `tx` is closed (`Ok`). The caller
-/// reconnects.
+/// reconnects. `on_listening` runs once the subscription holds, before anything is
+/// forwarded (in this task, so in order with the caller's handling of the return).
 pub async fn listen(
     config: &Config,
     channels: &[&str],
     tx: &tokio::sync::mpsc::Sender<Listened>,
+    on_listening: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let pg = pg_config(config)?;
     match tls(config)? {
         Some(tls) => {
             let (client, conn) = pg.connect(tls).await.context("LISTEN connection")?;
-            drive_listen(client, conn, channels, tx).await
+            drive_listen(client, conn, channels, tx, on_listening).await
         }
         None => {
             let (client, conn) = pg
                 .connect(tokio_postgres::NoTls)
                 .await
                 .context("LISTEN connection")?;
-            drive_listen(client, conn, channels, tx).await
+            drive_listen(client, conn, channels, tx, on_listening).await
         }
     }
 }
@@ -142,6 +144,7 @@ async fn drive_listen<S, T>(
     mut conn: tokio_postgres::Connection<S, T>,
     channels: &[&str],
     tx: &tokio::sync::mpsc::Sender<Listened>,
+    on_listening: impl FnOnce(),
 ) -> anyhow::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -150,12 +153,14 @@ where
     // Channel names are compile-time constants of this crate, never input.
     let sql: String = channels.iter().map(|c| format!("LISTEN {c};")).collect();
     let mut subscribe = std::pin::pin!(client.batch_execute(&sql));
-    let mut listening = false;
+    let mut on_listening = Some(on_listening);
     loop {
         tokio::select! {
-            done = &mut subscribe, if !listening => {
+            done = &mut subscribe, if on_listening.is_some() => {
                 done.context("LISTEN")?;
-                listening = true;
+                if let Some(f) = on_listening.take() {
+                    f();
+                }
                 if tx.send(Listened::Listening).await.is_err() {
                     return Ok(());
                 }

@@ -26,7 +26,7 @@ pub struct FieldError {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// A stable code: `validation`, `malformed_json`, `unsupported_media_type`,
-    /// `unauthorized`, `forbidden`, `not_found`, `conflict`, `rate_limited`,
+    /// `unauthorized`, `token_revoked`, `forbidden`, `not_found`, `conflict`, `rate_limited`,
     /// `unavailable`, `timeout`, `internal`.
     pub error: String,
     pub message: String,
@@ -51,6 +51,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("authentication required")]
     Unauthorized(&'static str),
+    /// 401: a well-signed access token that no longer stands (its user logged out
+    /// everywhere, changed password, role or patrol, or was disabled or deleted).
+    #[error("access token revoked")]
+    TokenRevoked(&'static str),
     #[error("not allowed")]
     Forbidden(&'static str),
     #[error("not found")]
@@ -100,7 +104,7 @@ impl ApiError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::TokenRevoked(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -122,6 +126,7 @@ impl ApiError {
             } => (*code, message.clone(), fields.clone()),
             Self::UnsupportedMediaType => ("unsupported_media_type", self.to_string(), vec![]),
             Self::Unauthorized(why) => ("unauthorized", (*why).to_owned(), vec![]),
+            Self::TokenRevoked(why) => ("token_revoked", (*why).to_owned(), vec![]),
             Self::Forbidden(why) => ("forbidden", (*why).to_owned(), vec![]),
             Self::NotFound => ("not_found", "not found".to_owned(), vec![]),
             Self::Conflict { message, fields } => ("conflict", message.clone(), fields.clone()),
@@ -158,7 +163,7 @@ impl IntoResponse for ApiError {
                     response.headers_mut().insert(header::RETRY_AFTER, v);
                 }
             }
-            Self::Unauthorized(_) => {
+            Self::Unauthorized(_) | Self::TokenRevoked(_) => {
                 response
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

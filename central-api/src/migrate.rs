@@ -17,6 +17,11 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
             "registry, news, chat, notifications and site watches, shifts and road works",
             include_str!("../migrations/0002_ops.sql"),
         ),
+        Migration::sql(
+            3,
+            "access-token generation per user, bumped and announced by triggers",
+            include_str!("../migrations/0003_token_generation.sql"),
+        ),
     ],
 };
 

@@ -93,17 +93,20 @@ pub fn client_addr(req: &Request, trust_forwarded_for: bool) -> IpAddr {
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
 }
 
-/// The middleware. Also leaves the verified caller in the request's extensions, so the
-/// [`AuthUser`] extractor does not check the token twice.
+/// The middleware. Keys by the user a well-signed token names (revoked or not: checking
+/// that is the [`AuthUser`] extractor's job, and a revoked token still counts against its
+/// user), and leaves the token's claims in the request's extensions, so the extractor does
+/// not verify the signature twice.
 pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(limiters) = state.limiters.as_deref() else {
         return next.run(req).await;
     };
     let (mut parts, body) = req.into_parts();
-    let user = auth::bearer(&parts).and_then(|t| state.tokens.verify(t).ok());
-    if let Some(u) = user {
-        parts.extensions.insert(u);
+    let claims = auth::bearer(&parts).and_then(|t| state.tokens.verify(t).ok());
+    if let Some(c) = claims {
+        parts.extensions.insert(c);
     }
+    let user = claims.map(|c| c.user);
     req = Request::from_parts(parts, body);
     let client = client_addr(&req, state.config.server.trust_forwarded_for);
     let login = req.uri().path() == LOGIN_PATH;

@@ -14,6 +14,12 @@
 //! Every client has a bounded queue ([`CLIENT_QUEUE`]); a client that falls that far
 //! behind is dropped (its socket is closed with code 1013 and it reconnects and catches
 //! up), so one slow reader never holds up the others.
+//!
+//! The same connection hears revocations ([`crate::revocation::AUTH_CHANNEL`], payload
+//! `user_id`): the instance forgets what it remembered about the user's tokens, and the
+//! user's live clients check their token again ([`Event::Revoked`]). The connection tells
+//! [`crate::revocation::Revocations`] when it is listening and when it is lost, so that
+//! nothing announced while it was away is missed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::db::Listened;
+use crate::revocation::AUTH_CHANNEL;
 use crate::state::AppState;
 
 /// The channel chat messages are announced on: payload `room_id:message_id`.
@@ -57,8 +64,12 @@ pub enum Event {
         id: i64,
         frame: Utf8Bytes,
     },
-    /// The LISTEN connection was lost and is back: catch up from the last id sent.
+    /// The LISTEN connection was lost and is back: catch up from the last id sent (and
+    /// check the token again: a revocation may have gone unheard).
     Resync,
+    /// The client's user had their tokens revoked (or was disabled or deleted), maybe
+    /// before the client's token was issued: check it again.
+    Revoked,
 }
 
 #[derive(Debug)]
@@ -212,14 +223,19 @@ async fn listen_loop(state: AppState, tx: mpsc::Sender<Listened>) {
     let mut backoff = FIRST_RETRY;
     loop {
         let started = tokio::time::Instant::now();
+        let revocations = state.revocations.clone();
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = crate::db::listen(
                 &state.config,
-                &[CHAT_CHANNEL, NOTIFICATION_CHANNEL],
+                &[CHAT_CHANNEL, NOTIFICATION_CHANNEL, AUTH_CHANNEL],
                 &tx,
+                move || revocations.listener_ready(),
             ) => r,
         };
+        // Deaf from here until the next connection listens: tokens are checked against
+        // the database meanwhile.
+        state.revocations.listener_lost();
         // A connection that held for a while starts the backoff over.
         if started.elapsed() > Duration::from_secs(30) {
             backoff = FIRST_RETRY;
@@ -276,6 +292,18 @@ fn ids(payload: &str) -> Option<(i64, i64)> {
 }
 
 async fn handle(state: &AppState, channel: &str, payload: &str) -> anyhow::Result<()> {
+    if channel == AUTH_CHANNEL {
+        let Ok(user_id) = payload.parse::<i64>() else {
+            // Unparseable: this instance cannot tell whose memory is stale; forget all.
+            state.revocations.forget_all();
+            anyhow::bail!("unexpected payload on {channel}");
+        };
+        state.revocations.forget(user_id);
+        state
+            .hub
+            .dispatch(|c| c.user_id == user_id, &Event::Revoked);
+        return Ok(());
+    }
     let Some((owner, id)) = ids(payload) else {
         anyhow::bail!("unexpected payload on {channel}");
     };

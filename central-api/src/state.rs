@@ -18,6 +18,9 @@ pub struct AppState {
     pub limiters: Option<Arc<RateLimiters>>,
     /// This instance's live clients (chat, notifications); see [`crate::realtime`].
     pub hub: Arc<crate::realtime::Hub>,
+    /// This instance's memory of which access tokens still stand; see
+    /// [`crate::revocation`].
+    pub revocations: Arc<crate::revocation::Revocations>,
 }
 
 impl AppState {
@@ -39,6 +42,7 @@ impl AppState {
             config: Arc::new(config),
             limiters,
             hub: Arc::default(),
+            revocations: Arc::default(),
         })
     }
 

@@ -410,11 +410,14 @@ async fn cross_user_probes_are_refused() {
         let other =
             central_api::auth::Tokens::new(&[1u8; 32], &central_api::config::AuthConfig::default());
         other
-            .access_token(&central_api::auth::AuthUser {
-                id: f.public.id,
-                role: Role::Admin,
-                patrol_id: None,
-            })
+            .access_token(
+                &central_api::auth::AuthUser {
+                    id: f.public.id,
+                    role: Role::Admin,
+                    patrol_id: None,
+                },
+                0,
+            )
             .unwrap()
     };
     let (status, _) = send(api.get("/api/audit/", Some(&forged))).await;

@@ -7,69 +7,14 @@ mod common;
 use std::time::Duration;
 
 use central_api::auth::Role;
-use central_api::state::AppState;
-use common::{Api, TestApp, send, unique};
+use common::{Api, Instance, TestApp, send, unique};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A second server on the shared app's database (no bootstrap: the admin exists).
-struct Instance {
-    base: String,
-    shutdown: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Instance {
-    fn beside(app: &TestApp) -> Instance {
-        let config = app.config.clone();
-        let shutdown = CancellationToken::new();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stop = shutdown.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let state = AppState::new(config.clone()).expect("state");
-                let listener = std::net::TcpListener::bind(config.server.listen).expect("bind");
-                tx.send(listener.local_addr().expect("addr")).expect("send");
-                central_api::serve::run(state, listener, stop, CancellationToken::new())
-                    .await
-                    .expect("second server");
-            });
-        });
-        let addr = rx.recv().expect("the second server did not start");
-        Instance {
-            base: format!("http://127.0.0.1:{}", addr.port()),
-            shutdown,
-            thread: Some(thread),
-        }
-    }
-
-    fn api(&self) -> Api {
-        Api {
-            client: reqwest::Client::new(),
-            base: self.base.clone(),
-        }
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 async fn connect(base: &str, token: &str) -> Ws {
     let url = format!(

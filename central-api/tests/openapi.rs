@@ -23,6 +23,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/auth/login/"),
     ("post", "/api/auth/refresh/"),
     ("post", "/api/auth/logout/"),
+    ("post", "/api/auth/logout-all/"),
     ("get", "/api/incidents/"),
     ("post", "/api/incidents/"),
     ("get", "/api/incidents/{id}/"),
@@ -356,6 +357,19 @@ async fn the_document_lists_every_route_and_responses_match_it() {
         Some(json!({"refresh_token": refreshed["refresh_token"]})),
     )
     .await;
+    let everywhere = api.login_as(Role::Public).await;
+    for _ in 0..2 {
+        // 204, then 401 (the token is revoked by the first).
+        d.check(
+            &api,
+            Method::POST,
+            "/api/auth/logout-all/",
+            "/api/auth/logout-all/",
+            Some(&everywhere.token),
+            None,
+        )
+        .await;
+    }
     d.check(&api, Method::DELETE, "/api/users/{id}/", &upath, c, None)
         .await;
     d.check(

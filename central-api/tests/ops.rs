@@ -343,7 +343,7 @@ async fn the_binary_migrates_bootstraps_serves_and_stops() {
     assert!(ok, "{text}");
     assert!(
         text.contains("central-sync: applied [1, 2, 3]")
-            && text.contains("central-api: applied [1, 2]"),
+            && text.contains("central-api: applied [1, 2, 3]"),
         "{text}"
     );
     let (ok, text) = run_cli(&["migrate", "--config", cfg], "");
@@ -438,11 +438,14 @@ async fn an_unreachable_database_is_503_not_500() {
     let state = central_api::AppState::new(config).unwrap();
     let token = state
         .tokens
-        .access_token(&central_api::auth::AuthUser {
-            id: 1,
-            role: Role::Operator,
-            patrol_id: None,
-        })
+        .access_token(
+            &central_api::auth::AuthUser {
+                id: 1,
+                role: Role::Operator,
+                patrol_id: None,
+            },
+            0,
+        )
         .unwrap();
     let app = central_api::app(state);
     let call = |path: &str| {

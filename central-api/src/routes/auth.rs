@@ -1,9 +1,13 @@
 //! `/api/auth/`: log in (password → access + refresh token), refresh (rotating the refresh
-//! token) and log out (revoking it).
+//! token), log out (revoking it) and log out everywhere (revoking every token of the user).
 //!
 //! Refresh tokens rotate: each use revokes the token and issues a new one of the same
 //! family. A revoked token presented again means it was copied: the whole family is
 //! revoked, and the thief and the owner both have to log in again.
+//!
+//! Tokens are issued with the user's row locked ([`lock_for_tokens`]) and carry the token
+//! generation read under that lock, so a concurrent revocation either comes first (and the
+//! new tokens carry its generation) or waits and revokes them too.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -19,7 +23,7 @@ use crate::auth::{AuthUser, MAX_PASSWORD_BYTES, Role, refresh_token_hash};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::http::{RequestId, no_content};
-use crate::routes::users::{USER_COLUMNS, User};
+use crate::routes::users::{TokenSubject, USER_COLUMNS, User, lock_for_tokens};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -27,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(login))
         .routes(routes!(refresh))
         .routes(routes!(logout))
+        .routes(routes!(logout_all))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -59,18 +64,20 @@ pub struct TokenResponse {
 const BAD_LOGIN: &str = "wrong username or password";
 const BAD_REFRESH: &str = "the refresh token is invalid, expired or revoked";
 
+/// Issues tokens for `subject`, whose row `db`'s transaction has locked.
 async fn issue(
     state: &AppState,
     db: &impl GenericClient,
-    user: User,
+    subject: TokenSubject,
     family: Option<i64>,
 ) -> ApiResult<TokenResponse> {
+    let user = subject.user;
     let caller = AuthUser {
         id: user.id,
         role: user.role,
         patrol_id: user.patrol_id,
     };
-    let access_token = state.tokens.access_token(&caller)?;
+    let access_token = state.tokens.access_token(&caller, subject.generation)?;
     let (refresh_token, hash) = state.tokens.refresh_token()?;
     let ttl = state.tokens.refresh_ttl;
     let expires_at = Utc::now() + chrono::Duration::from_std(ttl).map_err(ApiError::internal)?;
@@ -120,15 +127,19 @@ async fn login(
         .await?;
     let hash = row.as_ref().map(|r| r.get::<_, String>(9));
     // Verified even for unknown users, so that timing does not tell who exists.
-    let ok = state.passwords.verify(body.password, hash).await?;
+    let ok = state.passwords.verify(body.password, hash.clone()).await?;
     let user = match (ok, row) {
         (true, Some(row)) => User::from_row(&row)?,
         _ => return Err(ApiError::Unauthorized(BAD_LOGIN)),
     };
-    if user.disabled {
-        return Err(ApiError::Unauthorized(BAD_LOGIN));
-    }
     let tx = db.transaction().await?;
+    // Read again, locked: the account may have changed while the password was checked
+    // (disabled, deleted, or the password reset because it leaked).
+    let subject = match lock_for_tokens(&tx, user.id).await? {
+        Some(s) if !s.user.disabled && Some(&s.password_hash) == hash.as_ref() => s,
+        _ => return Err(ApiError::Unauthorized(BAD_LOGIN)),
+    };
+    let user = &subject.user;
     let caller = AuthUser {
         id: user.id,
         role: user.role,
@@ -144,7 +155,7 @@ async fn login(
         None,
     )
     .await?;
-    let tokens = issue(&state, &tx, user, None).await?;
+    let tokens = issue(&state, &tx, subject, None).await?;
     tx.commit().await?;
     Ok(axum::Json(tokens))
 }
@@ -166,9 +177,22 @@ async fn refresh(
     let hash = refresh_token_hash(&body.refresh_token);
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
+    // The user row is locked before the token's (the order of the revocation triggers):
+    // a revocation in progress is waited for, and its revoking of this token seen below.
+    let Some(user_id) = tx
+        .query_opt(
+            "SELECT user_id FROM refresh_token WHERE token_hash = $1",
+            &[&hash],
+        )
+        .await?
+        .map(|r| r.get::<_, i64>(0))
+    else {
+        return Err(ApiError::Unauthorized(BAD_REFRESH));
+    };
+    let subject = lock_for_tokens(&tx, user_id).await?;
     let Some(row) = tx
         .query_opt(
-            "SELECT id, user_id, family, revoked_at IS NOT NULL, expires_at < now() \
+            "SELECT id, family, revoked_at IS NOT NULL, expires_at < now() \
              FROM refresh_token WHERE token_hash = $1 FOR UPDATE",
             &[&hash],
         )
@@ -176,8 +200,8 @@ async fn refresh(
     else {
         return Err(ApiError::Unauthorized(BAD_REFRESH));
     };
-    let (id, user_id, family, revoked, expired): (i64, i64, i64, bool, bool) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let (id, family, revoked, expired): (i64, i64, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     if revoked {
         tx.execute(
             "UPDATE refresh_token SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL",
@@ -194,22 +218,22 @@ async fn refresh(
     if expired {
         return Err(ApiError::Unauthorized(BAD_REFRESH));
     }
-    let user = crate::routes::users::fetch(&tx, user_id).await?;
-    if user.disabled {
+    let Some(subject) = subject.filter(|s| !s.user.disabled) else {
         return Err(ApiError::Unauthorized(BAD_REFRESH));
-    }
+    };
     tx.execute(
         "UPDATE refresh_token SET revoked_at = now() WHERE id = $1",
         &[&id],
     )
     .await?;
-    let tokens = issue(&state, &tx, user, Some(family)).await?;
+    let tokens = issue(&state, &tx, subject, Some(family)).await?;
     tx.commit().await?;
     Ok(axum::Json(tokens))
 }
 
 /// Log out: revoke a refresh token (and the tokens it was rotated from). Access tokens
-/// already issued stay valid until they expire. Unknown tokens are accepted silently.
+/// already issued stay valid until they expire (`POST /api/auth/logout-all/` revokes them
+/// too). Unknown tokens are accepted silently.
 #[utoipa::path(post, path = "/api/auth/logout/", tag = "auth",
     request_body = RefreshRequest,
     security(()),
@@ -245,5 +269,48 @@ async fn logout(
         audit::record(&tx, &actor, "auth.logout", "user", user_id, None, None).await?;
     }
     tx.commit().await?;
+    Ok(no_content())
+}
+
+/// Log out everywhere: revoke every access and refresh token of the caller, on every
+/// instance, from the next request on. Log in again for new ones.
+#[utoipa::path(post, path = "/api/auth/logout-all/", tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "every token of the caller is revoked"),
+        (status = 401, description = "not logged in, or the token is already revoked", body = crate::error::ErrorBody)))]
+async fn logout_all(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    request_id: RequestId,
+) -> ApiResult<Response> {
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    // The trigger revokes the refresh tokens and announces the new generation at commit.
+    let generation: Option<i64> = tx
+        .query_opt(
+            "UPDATE app_user SET token_generation = token_generation + 1 WHERE id = $1 \
+             RETURNING token_generation",
+            &[&caller.id],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let Some(generation) = generation else {
+        // Deleted between the token check and now.
+        return Err(ApiError::TokenRevoked("the account no longer exists"));
+    };
+    audit::record(
+        &tx,
+        &Actor::user(&caller, &request_id),
+        "auth.logout_all",
+        "user",
+        caller.id,
+        None,
+        Some(serde_json::json!({ "token_generation": generation })),
+    )
+    .await?;
+    tx.commit().await?;
+    // Forgotten here at once; other instances when the announcement reaches them.
+    state.revocations.forget(caller.id);
     Ok(no_content())
 }

@@ -8,8 +8,11 @@
 //! one other member. Team and direct rooms are open to their members only.
 //!
 //! The WebSocket: authenticate with `?token=<access token>` (browsers cannot set headers
-//! on a WebSocket) or an `Authorization: Bearer` header; the token is checked once, at
-//! the upgrade. The server sends JSON frames: `{"type":"message","message":{…}}`,
+//! on a WebSocket) or an `Authorization: Bearer` header; the token is checked at the
+//! upgrade, and again whenever the user's tokens are revoked (or a revocation may have
+//! gone unheard): a socket whose token no longer stands is closed with code 1008 (the
+//! user disabled, deleted, logged out everywhere, or their role, patrol or password
+//! changed). The server sends JSON frames: `{"type":"message","message":{…}}`,
 //! `{"type":"notification","notification":{…}}` (the caller's own, pushed live),
 //! `{"type":"subscribed","room_id":N}` and `{"type":"error","message":"…"}`. The client
 //! sends `{"type":"subscribe","room_id":N,"after":M}`: the server first sends the room's
@@ -36,7 +39,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::audit::Actor;
-use crate::auth::{AuthUser, Role};
+use crate::auth::{AccessClaims, AuthUser, Role};
 use crate::error::{ApiError, ApiResult, Validator};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::RequestId;
@@ -436,10 +439,11 @@ async fn websocket(
     let token = q.token.or(parts.bearer).ok_or(ApiError::Unauthorized(
         "authentication required: ?token= or a Bearer header",
     ))?;
-    let user = state
+    let claims = state
         .tokens
         .verify(&token)
         .map_err(ApiError::Unauthorized)?;
+    let user = crate::auth::authenticate(&state, &claims).await?;
     chat_user(&user)?;
     // Who is asking is checked first: a stranger learns nothing, not even "not a WebSocket".
     let upgrade = match upgrade {
@@ -451,7 +455,7 @@ async fn websocket(
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| async move {
             // Tracked so that shutdown waits for the session to say goodbye.
-            hub.track(session(state, user, socket));
+            hub.track(session(state, claims, socket));
         }))
 }
 
@@ -506,8 +510,19 @@ async fn catch_up(
     }
 }
 
-async fn session(state: AppState, user: AuthUser, mut socket: WebSocket) {
+/// Whether the session's token still stands; a database error counts as yes (it is asked
+/// again at the next revocation or reconnect, and refusing would close every socket
+/// whenever the database blinks).
+async fn still_stands(state: &AppState, claims: &AccessClaims) -> bool {
+    !matches!(
+        crate::auth::authenticate(state, claims).await,
+        Err(ApiError::TokenRevoked(_))
+    )
+}
+
+async fn session(state: AppState, claims: AccessClaims, mut socket: WebSocket) {
     let hub = state.hub.clone();
+    let user = claims.user;
     // Notifications made from now on are pushed: those committed before the subscription
     // took effect are caught up right after it.
     let mut last_notification = match latest_notification(&state, user.id).await {
@@ -520,6 +535,14 @@ async fn session(state: AppState, user: AuthUser, mut socket: WebSocket) {
         }
     };
     let mut sub = hub.subscribe(user.id);
+    // A revocation announced between the upgrade's check and the subscription reached no
+    // one: check again now that later ones will arrive as [`Event::Revoked`].
+    if !still_stands(&state, &claims).await {
+        let _ = socket
+            .send(close(1008, "access revoked: log in again"))
+            .await;
+        return;
+    }
     if !catch_up_notifications(&state, &mut socket, user.id, &mut last_notification).await {
         return;
     }
@@ -554,7 +577,18 @@ async fn session(state: AppState, user: AuthUser, mut socket: WebSocket) {
                         }
                     }
                 }
+                Some(Event::Revoked) => {
+                    if !still_stands(&state, &claims).await {
+                        let _ = socket.send(close(1008, "access revoked: log in again")).await;
+                        return;
+                    }
+                }
                 Some(Event::Resync) => {
+                    // A revocation may have been announced while the instance was deaf.
+                    if !still_stands(&state, &claims).await {
+                        let _ = socket.send(close(1008, "access revoked: log in again")).await;
+                        return;
+                    }
                     if !catch_up_notifications(&state, &mut socket, user.id, &mut last_notification).await {
                         return;
                     }

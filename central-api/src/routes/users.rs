@@ -9,7 +9,10 @@
 //!   theirs).
 //! - delete: admin, never their own account nor the last admin.
 //!
-//! Changing the password, role or disabled flag revokes the user's refresh tokens.
+//! Changing the password, role, patrol or disabled flag raises the user's token
+//! generation, and deleting the user removes it: the database's triggers then revoke the
+//! refresh tokens and announce it, and the user's access tokens are refused from the next
+//! request on ([`crate::revocation`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -321,6 +324,38 @@ async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiResult<axum::
     fetch(&db, caller.id).await.map(axum::Json)
 }
 
+/// A user about to be issued tokens: the account, its token generation and password hash,
+/// read with the row locked (`FOR SHARE`) until the issuing transaction ends. A change of
+/// the account waits for the tokens to be stored and then revokes them, or is seen here
+/// first: either way no token outlives a revocation. (Lock the user row before any of its
+/// refresh tokens, as the triggers of migration 3 do, so the two never deadlock.)
+#[derive(Debug)]
+pub struct TokenSubject {
+    pub user: User,
+    pub generation: i64,
+    pub password_hash: String,
+}
+
+pub async fn lock_for_tokens(db: &impl GenericClient, id: i64) -> ApiResult<Option<TokenSubject>> {
+    let row = db
+        .query_opt(
+            &format!(
+                "SELECT {USER_COLUMNS}, token_generation, password_hash FROM app_user \
+                 WHERE id = $1 FOR SHARE"
+            ),
+            &[&id],
+        )
+        .await?;
+    row.map(|row| {
+        Ok(TokenSubject {
+            user: User::from_row(&row)?,
+            generation: row.get(9),
+            password_hash: row.get(10),
+        })
+    })
+    .transpose()
+}
+
 pub async fn fetch(db: &impl GenericClient, id: i64) -> ApiResult<User> {
     let row = db
         .query_opt(
@@ -471,13 +506,8 @@ async fn update_user(
         )
         .await?;
     let after = User::from_row(&row)?;
-    if new_hash.is_some() || after.role != before.role || (after.disabled && !before.disabled) {
-        tx.execute(
-            "UPDATE refresh_token SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
-            &[&id],
-        )
-        .await?;
-    }
+    // A new password, role, patrol or disabled flag raised the token generation: the
+    // trigger revoked the refresh tokens and announces it at commit.
     let mut after_audit = audit::json(&after);
     if new_hash.is_some() {
         if let Some(serde_json::Value::Object(m)) = after_audit.as_mut() {
@@ -495,6 +525,9 @@ async fn update_user(
     )
     .await?;
     tx.commit().await?;
+    // This instance forgets at once (the others when the announcement reaches them), so
+    // the very next request here sees the change.
+    state.revocations.forget(id);
     Ok(axum::Json(after))
 }
 
@@ -539,6 +572,7 @@ async fn delete_user(
             return Err(ApiError::conflict("id", "the last admin cannot be deleted"));
         }
     }
+    // The refresh tokens go with the row; the trigger announces the deletion at commit.
     tx.execute("DELETE FROM app_user WHERE id = $1", &[&id])
         .await?;
     audit::record(
@@ -552,5 +586,8 @@ async fn delete_user(
     )
     .await?;
     tx.commit().await?;
+    // This instance forgets at once (the others when the announcement reaches them), so
+    // the very next request here sees the change.
+    state.revocations.forget(id);
     Ok(no_content())
 }

@@ -219,6 +219,61 @@ fn init_logs() {
     });
 }
 
+/// Another server on an app's database (no bootstrap: the admin exists), as a second
+/// instance behind a load balancer would be; stopped when dropped.
+#[derive(Debug)]
+pub struct Instance {
+    pub base: String,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Instance {
+    pub fn beside(app: &TestApp) -> Instance {
+        let config = app.config.clone();
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let state = AppState::new(config.clone()).expect("state");
+                let listener = std::net::TcpListener::bind(config.server.listen).expect("bind");
+                tx.send(listener.local_addr().expect("addr")).expect("send");
+                central_api::serve::run(state, listener, stop, CancellationToken::new())
+                    .await
+                    .expect("second server");
+            });
+        });
+        let addr = rx.recv().expect("the second server did not start");
+        Instance {
+            base: format!("http://127.0.0.1:{}", addr.port()),
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn api(&self) -> Api {
+        Api {
+            client: reqwest::Client::new(),
+            base: self.base.clone(),
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A logged-in user.
 #[derive(Debug, Clone)]
 pub struct Session {
