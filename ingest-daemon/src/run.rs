@@ -56,8 +56,9 @@ use crate::pipeline::{
     SamplePrinter, SpoolWriter, WriterSummary,
 };
 use crate::shutdown::{DRAIN_DEADLINE, Signals, StopReason, finish_drain};
+use crate::sources::analytics;
 use crate::sources::camera::health::CameraHealth;
-use crate::sources::camera::{self, Camera, CameraParts};
+use crate::sources::camera::{Camera, CameraParts};
 use crate::sources::mqtt::{self, Mqtt};
 use crate::sources::replay::Replay;
 use crate::sources::serial::{self, Serial};
@@ -184,7 +185,7 @@ pub fn check_supported(config: &Config) -> anyhow::Result<()> {
         }
     }
     for (i, s) in config.camera.iter().enumerate() {
-        camera::analytics::plan(s)?;
+        analytics::plan(s)?;
         if s.url.scheme() != "rtsp" {
             refused.push(format!("camera[{i}] {:?}: rtsps:// (RTSP over TLS)", s.id));
         }
@@ -482,7 +483,7 @@ impl SourceSet {
             .clip_jobs
             .clone()
             .context("the clip writer takes no more jobs")?;
-        let analytics = match camera::analytics::plan(src)? {
+        let analytics = match analytics::plan(src)? {
             Some(plan) => {
                 let mut rings = Vec::new();
                 for (detector_id, pairs) in &plan.detectors {
@@ -493,7 +494,7 @@ impl SourceSet {
                         None => return Ok(()),
                     }
                 }
-                Some((camera::analytics::Analytics::new(plan), rings))
+                Some((analytics::Analytics::new(plan.routes), rings))
             }
             None => None,
         };
