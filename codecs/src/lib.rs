@@ -13,7 +13,9 @@
 //!   [`vlog`] (IRIS per-vehicle logs) and [`pems`] (PeMS 30-second CSV), and [`mqtt`]
 //!   (JSON payloads: the project's own per-vehicle events and FIWARE `TrafficFlowObserved`).
 //! - [`onvif`]: ONVIF analytics `tt:MetadataStream` documents (line crossings, counters,
-//!   object tracks) as cameras send them over RTSP, gzipped or not.
+//!   object tracks) as cameras send them over RTSP, gzipped or not, and the event
+//!   notifications (`wsnt:Notify`, `wsnt:NotificationMessage`) cameras and bridges publish
+//!   over MQTT; [`onvif::CountTracker`] turns running counts into vehicles.
 //!
 //! Nothing here does I/O, spawns or reads a clock; nothing panics on any input.
 #![cfg_attr(

@@ -576,7 +576,8 @@ pub enum PayloadFormat {
     VehicleJson,
     /// FIWARE `TrafficFlowObserved` JSON (aggregated).
     Fiware,
-    /// ONVIF counter events carried over MQTT.
+    /// ONVIF event notifications (`wsnt:NotificationMessage`, `wsnt:Notify`,
+    /// `tt:MetadataStream`) of line-crossing and counting rules, lanes named by rule.
     OnvifCounter,
 }
 

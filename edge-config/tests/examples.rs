@@ -94,9 +94,9 @@ fn motorway_site_resolves_secrets_and_lanes() {
     assert_eq!(protocols, [Protocol::Ss125, Protocol::Ft12Tls]);
     assert_eq!(config.serial[0].poll_period().unwrap().as_millis(), 1000);
     assert_eq!(config.spool.max_bytes.bytes(), 4 << 30);
-    // 3 radar + 3 loops + 3 MQTT radar + 3 camera lines.
+    // 3 radar + 3 loops + 3 MQTT radar + 1 MQTT ONVIF counter + 3 camera lines.
     let lanes = config.lane_assignments();
-    assert_eq!(lanes.len(), 12);
+    assert_eq!(lanes.len(), 13);
     assert!(lanes.iter().all(|l| (1..=3).contains(&l.lane)));
     assert_eq!(files.read.lock().unwrap().len(), 3);
 }

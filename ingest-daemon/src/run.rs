@@ -56,8 +56,9 @@ use crate::pipeline::{
     SamplePrinter, SpoolWriter, WriterSummary,
 };
 use crate::shutdown::{DRAIN_DEADLINE, Signals, StopReason, finish_drain};
+use crate::sources::analytics;
 use crate::sources::camera::health::CameraHealth;
-use crate::sources::camera::{self, Camera, CameraParts};
+use crate::sources::camera::{Camera, CameraParts};
 use crate::sources::mqtt::{self, Mqtt};
 use crate::sources::replay::Replay;
 use crate::sources::serial::{self, Serial};
@@ -184,7 +185,7 @@ pub fn check_supported(config: &Config) -> anyhow::Result<()> {
         }
     }
     for (i, s) in config.camera.iter().enumerate() {
-        camera::analytics::plan(s)?;
+        analytics::plan(s)?;
         if s.url.scheme() != "rtsp" {
             refused.push(format!("camera[{i}] {:?}: rtsps:// (RTSP over TLS)", s.id));
         }
@@ -482,7 +483,7 @@ impl SourceSet {
             .clip_jobs
             .clone()
             .context("the clip writer takes no more jobs")?;
-        let analytics = match camera::analytics::plan(src)? {
+        let analytics = match analytics::plan(src)? {
             Some(plan) => {
                 let mut rings = Vec::new();
                 for (detector_id, pairs) in &plan.detectors {
@@ -493,7 +494,7 @@ impl SourceSet {
                         None => return Ok(()),
                     }
                 }
-                Some((camera::analytics::Analytics::new(plan), rings))
+                Some((analytics::Analytics::new(plan.routes), rings))
             }
             None => None,
         };
@@ -947,13 +948,11 @@ mod tests {
     }
 
     #[test]
-    fn onvif_counter_payloads_over_mqtt_are_refused_by_name() {
+    fn onvif_counter_payloads_over_mqtt_can_run() {
         let text = "[node]\nedge_id = \"e\"\n[[mqtt]]\nid = \"b\"\nurl = \"mqtt://127.0.0.1:1883\"\n\
                     [[mqtt.topics]]\nfilter = \"a/b\"\nformat = \"onvif_counter\"\nlanes = { \"L1\" = 1 }\n";
         let config = Config::from_str_with_files("t.toml", text, Vec::new(), &AllFiles).unwrap();
-        let err = check_supported(&config).unwrap_err().to_string();
-        assert!(err.contains("not supported yet by this build"), "{err}");
-        assert!(err.contains("mqtt[0] \"b\""), "{err}");
+        check_supported(&config).unwrap();
     }
 
     struct AllFiles;

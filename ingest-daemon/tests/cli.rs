@@ -175,7 +175,7 @@ fn check_config_accepts_the_examples() {
             .arg(&motorway),
     );
     let summary = text(&out.stdout);
-    assert!(summary.contains("4 sources, 12 lanes"), "{summary}");
+    assert!(summary.contains("4 sources, 13 lanes"), "{summary}");
     assert!(summary.contains("note: `run` would refuse it"), "{summary}");
     if !Path::new("/etc/ingest-daemon/control-room-ca.pem").exists() {
         let out = daemon(tmp.path())
@@ -186,7 +186,7 @@ fn check_config_accepts_the_examples() {
         assert_eq!(out.status.code(), Some(1));
         let err = text(&out.stderr);
         assert!(
-            err.contains("motorway-site.toml:57:11: uplink.tls.ca_file: cannot read"),
+            err.contains("motorway-site.toml:58:11: uplink.tls.ca_file: cannot read"),
             "{err}"
         );
         assert!(err.contains("--skip-files"), "{err}");

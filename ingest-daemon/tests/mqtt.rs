@@ -7,7 +7,10 @@
 //!   equal to what was published;
 //! - `kill -9` while messages stream in: nothing is lost (every published message is in
 //!   the raw records after a restart) and every message counts once in the samples;
-//! - `kill -9` before the bins close: the next start rebuilds them from the raw records.
+//! - `kill -9` before the bins close: the next start rebuilds them from the raw records;
+//! - ONVIF event notifications (`onvif_counter`): line crossings and running counters of the
+//!   rules the lane map names become the volumes of their lanes; a counter's baseline
+//!   survives a `kill -9` through the replay.
 
 // Helpers outside #[test] fns panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
@@ -205,6 +208,18 @@ client_id = "test-edge-broker"
         self.wait_raw_settled();
         self.stop(child);
         self.lane_totals()
+    }
+
+    /// Road lane → volume of every spooled sample, all of `detector`.
+    fn lane_totals_of(&self, detector: &str) -> BTreeMap<u16, u64> {
+        let mut out = BTreeMap::new();
+        for s in self.samples() {
+            assert_eq!(s.detector_id, detector, "{s:?}");
+            if let Some(v) = s.volume {
+                *out.entry(s.lane).or_default() += u64::from(v);
+            }
+        }
+        out
     }
 
     fn lane_totals(&self) -> BTreeMap<u16, u64> {
@@ -563,4 +578,213 @@ fn a_broker_requiring_client_certificates_gets_the_configured_one() {
     let log = without.log_text();
     assert!(!log.contains("MQTT connected"), "{log}");
     assert!(without.raw_messages().is_empty());
+}
+
+// ------------------------------------------------------------------ onvif_counter
+
+const ONVIF_TOPIC: &str = r#"
+[[mqtt.topics]]
+filter = "cameras/+/events"
+format = "onvif_counter"
+qos = 1
+detector_id = "cam-7"
+lanes = { "Lane1Crossing" = 1, "Lane2Crossing" = 2, "Lane3Count" = 3 }
+"#;
+
+const ONVIF_NS: &str = r#"xmlns:wsnt="http://docs.oasis-open.org/wsn/b-2" xmlns:tt="http://www.onvif.org/ver10/schema" xmlns:tns1="http://www.onvif.org/ver10/topics""#;
+
+/// One `wsnt:NotificationMessage` (namespaces declared by the root it goes in).
+fn onvif_note(topic: &str, rule: &str, at: DateTime<Utc>, op: &str, data: &str) -> String {
+    let op = if op.is_empty() {
+        String::new()
+    } else {
+        format!(r#" PropertyOperation="{op}""#)
+    };
+    format!(
+        r#"<wsnt:NotificationMessage><wsnt:Topic Dialect="http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet">tns1:RuleEngine/{topic}</wsnt:Topic><wsnt:Message><tt:Message UtcTime="{}"{op}><tt:Source><tt:SimpleItem Name="VideoSourceConfigurationToken" Value="VideoSourceConfig_1"/><tt:SimpleItem Name="VideoAnalyticsConfigurationToken" Value="VideoAnalyticsConfig_1"/><tt:SimpleItem Name="Rule" Value="{rule}"/></tt:Source><tt:Data>{data}</tt:Data></tt:Message></wsnt:Message></wsnt:NotificationMessage>"#,
+        at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    )
+}
+
+fn crossing(rule: &str, object: u32, at: DateTime<Utc>) -> String {
+    let data = format!(r#"<tt:SimpleItem Name="ObjectId" Value="{object}"/>"#);
+    onvif_note("LineDetector/Crossed", rule, at, "", &data)
+}
+
+fn count(rule: &str, n: u64, op: &str, at: DateTime<Utc>) -> String {
+    let data = format!(r#"<tt:SimpleItem Name="Count" Value="{n}"/>"#);
+    onvif_note("CountAggregation/Counter", rule, at, op, &data)
+}
+
+/// A notification published on its own: the namespaces go on the message.
+fn bare(note: &str) -> String {
+    let open = "<wsnt:NotificationMessage>";
+    note.replacen(open, &format!("<wsnt:NotificationMessage {ONVIF_NS}>"), 1)
+}
+
+fn notify(notes: &[String]) -> String {
+    format!("<wsnt:Notify {ONVIF_NS}>{}</wsnt:Notify>", notes.concat())
+}
+
+/// The daemon's summary at exit: the number after `key` on its "stopped" line.
+fn stopped_figure(log: &str, key: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(" stopped "))
+        .unwrap_or_else(|| panic!("no summary line in:\n{log}"));
+    let (_, tail) = line
+        .split_once(&format!(" {key}="))
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    tail.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Crossings (bare, in a `Notify`, in a metadata stream with object tracks) and running
+/// counters of two cameras on one wildcard topic become exactly the volumes of their
+/// rules' lanes; a corrupt payload is counted and skipped; rules the map does not name are
+/// counted as unmapped, never in a sample.
+#[test]
+fn onvif_notifications_become_volumes_per_rule_lane() {
+    let broker = Mosquitto::new();
+    let b = Edge::with_config(&broker, "", ONVIF_TOPIC);
+    let child = b.start();
+    let cam7 = "cameras/cam-7/events";
+    let cam8 = "cameras/cam-8/events";
+    let mut published = 0;
+    let mut publish = |topic: &str, payload: String| {
+        broker.publish(topic, payload, 1);
+        published += 1;
+    };
+    // Lane 1: five crossings on their own, one in a Notify.
+    for i in 0..5 {
+        publish(cam7, bare(&crossing("Lane1Crossing", 100 + i, wall_now())));
+    }
+    // A Notify: two crossings of lane 2, one of lane 1, one of a rule not in the map.
+    publish(
+        cam7,
+        notify(&[
+            crossing("Lane2Crossing", 200, wall_now()),
+            crossing("Lane1Crossing", 105, wall_now()),
+            crossing("WrongWayLine", 300, wall_now()),
+            crossing("Lane2Crossing", 201, wall_now()),
+        ]),
+    );
+    // A metadata stream: two vehicle crossings of lane 2 and one by a person, whom the
+    // stream's own track classes as such (not counted).
+    let at = wall_now();
+    let frame = format!(
+        r#"<tt:VideoAnalytics><tt:Frame UtcTime="{}"><tt:Object ObjectId="77"><tt:Appearance><tt:Class><tt:Type Likelihood="0.9">Human</tt:Type></tt:Class></tt:Appearance></tt:Object></tt:Frame></tt:VideoAnalytics>"#,
+        at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    );
+    publish(
+        cam7,
+        format!(
+            "<tt:MetadataStream {ONVIF_NS}>{frame}<tt:Event>{}{}{}</tt:Event></tt:MetadataStream>",
+            crossing("Lane2Crossing", 202, at),
+            crossing("Lane2Crossing", 77, at),
+            crossing("Lane2Crossing", 203, at),
+        ),
+    );
+    // Lane 3: camera 7's counter. Its first count is its history, not traffic; then +3, +0,
+    // +4; a stale copy (older time) counts nothing and leaves the baseline, so the next
+    // count adds +2; a reset counts nothing; then +2.
+    let stale = wall_now() - chrono::TimeDelta::seconds(20);
+    for (n, op, at) in [
+        (400, "Initialized", wall_now()),
+        (403, "Changed", wall_now()),
+        (403, "Changed", wall_now()),
+        (407, "Changed", wall_now()),
+        (401, "Changed", stale),
+        (409, "Changed", wall_now()),
+        (1, "Changed", wall_now()),
+        (3, "Changed", wall_now()),
+    ] {
+        publish(cam7, bare(&count("Lane3Count", n, op, at)));
+    }
+    // Camera 8 has a rule of the same name under the same filter: its own baseline, +3.
+    publish(
+        cam8,
+        bare(&count("Lane3Count", 5, "Initialized", wall_now())),
+    );
+    publish(cam8, bare(&count("Lane3Count", 8, "Changed", wall_now())));
+    // Another rule not in the map, and a payload cut short.
+    publish(cam7, bare(&crossing("WrongWayLine", 301, wall_now())));
+    let corrupt = notify(&[crossing("Lane1Crossing", 999, wall_now())]);
+    publish(cam7, corrupt[..corrupt.len() / 2].to_owned());
+
+    b.wait_raw_settled();
+    b.stop(child);
+    let log = b.log_text();
+    assert_eq!(
+        b.lane_totals_of("cam-7"),
+        BTreeMap::from([(1, 6), (2, 4), (3, (3 + 4 + 2 + 2) + 3)]),
+        "{log}"
+    );
+    // Every message is spooled as raw, the corrupt one too; it alone failed to decode.
+    let raw = b.raw_messages();
+    assert_eq!(raw.len(), published, "{raw:?}");
+    assert!(log.contains("MQTT payload not decoded"), "{log}");
+    assert_eq!(stopped_figure(&log, "decode_errors"), 1, "{log}");
+    // 24 vehicles and the two events of the unmapped rule went to the aggregator, which
+    // counts the latter as unmapped and keeps them out of the samples.
+    assert_eq!(stopped_figure(&log, "events"), 24 + 2, "{log}");
+}
+
+/// A running counter keeps its baseline through a `kill -9`: the replay at the next start
+/// feeds the spooled notifications through the same counting, so the first count after the
+/// restart adds only its rise, and the vehicles of the bins still open at the kill are in
+/// the samples once.
+#[test]
+fn an_onvif_counter_resumes_its_baseline_after_kill_9() {
+    let broker = Mosquitto::new();
+    let b = Edge::with_config(&broker, "", ONVIF_TOPIC);
+    let topic = "cameras/cam-7/events";
+    let mut child = b.start();
+    let first = wall_now();
+    broker.publish(
+        topic,
+        bare(&count("Lane3Count", 5120, "Initialized", wall_now())),
+        1,
+    );
+    broker.publish(
+        topic,
+        bare(&count("Lane3Count", 5125, "Changed", wall_now())),
+        1,
+    );
+    broker.publish(topic, bare(&crossing("Lane1Crossing", 1, wall_now())), 1);
+    b.wait_raw_settled();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        (wall_now() - first).num_seconds() < 10,
+        "too slow to kill before the bins closed"
+    );
+    assert_eq!(b.lane_totals_of("cam-7").values().sum::<u64>(), 0);
+
+    let child = b.start();
+    b.wait_log("replayed the spooled messages", 1);
+    broker.publish(
+        topic,
+        bare(&count("Lane3Count", 5128, "Changed", wall_now())),
+        1,
+    );
+    broker.publish(topic, bare(&crossing("Lane1Crossing", 2, wall_now())), 1);
+    b.wait_raw_settled();
+    b.stop(child);
+    let totals: BTreeMap<u16, u64> = b
+        .lane_totals_of("cam-7")
+        .into_iter()
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    assert_eq!(
+        totals,
+        BTreeMap::from([(1, 2), (3, 5 + 3)]),
+        "{}",
+        b.log_text()
+    );
+    assert_no_duplicate_samples(&b.samples());
 }

@@ -12,6 +12,7 @@
 //!
 //! The [`simulated`], [`serial`], [`mqtt`] and [`camera`] (RTSP) sources exist in this build.
 
+pub mod analytics;
 pub mod camera;
 pub mod mqtt;
 pub mod replay;

@@ -58,17 +58,33 @@
 //! into [`SourceItem::Vehicle`]s; `fiware` with [`codecs::mqtt::decode_fiware`]: each
 //! `TrafficFlowObserved` entity becomes a [`SourceItem::Interval`] (its `laneId` mapped like
 //! a vehicle's lane; device time = `dateObservedFrom`, interval = `dateObservedTo` −
-//! `dateObservedFrom`; arrival = box time). `onvif_counter` is refused by [`plan`] in this
-//! build.
+//! `dateObservedFrom`; arrival = box time).
+//!
+//! `onvif_counter` payloads are ONVIF event notifications (a `wsnt:NotificationMessage`,
+//! several in a `wsnt:Notify`, or a `tt:MetadataStream`), parsed by [`codecs::onvif::parse`]
+//! and mapped by the same code as a camera's metadata track ([`super::analytics`]): the
+//! lane map names rules, a `LineDetector/Crossed` event is one [`SourceItem::Vehicle`] on its
+//! rule's lane, a `CountAggregation/Counter` event is as many as its count rose since the
+//! last count of the same counter. Device time = `UtcTime`. Counter baselines are kept per
+//! (MQTT topic name, rule, the rule's video source and analytics configuration), in memory,
+//! across reconnections: the first count of a counter after a start only sets its baseline
+//! (its running value is not new traffic), a count that went down is a reset (a new
+//! baseline, no vehicles), and a copy older than the baseline counts nothing
+//! ([`codecs::onvif::CountTracker`]). At start the replayed messages of the window rebuild the
+//! baselines before the first live message; a counter whose last message before the stop is
+//! older than the window loses the rise up to its first message after the start (never
+//! counted twice). Events of rules the map does not name go to the topic's detector, one per
+//! event, on a device lane no map names: counted as unmapped by the aggregator, like an
+//! unmapped lane of the other formats.
 //!
 //! # Liveness and progress
 //! While connected, every ring gets a mark every [`ALIVE_EVERY`]: [`SourceItem::Alive`] when
-//! only `vehicle_json` topics feed its detector (a connected, quiet topic is an empty road),
-//! [`SourceItem::Progress`] when any `fiware` topic does. Interval-report lanes must not be
-//! marked alive (see the aggregator's notes on `mark_alive`, and the serial source's
-//! interval protocols); the progress mark still lets the pipeline's watermark advance when
-//! the device is quiet. A detector fed by both kinds thus gets no liveness for its
-//! per-vehicle lanes: give such topics their own `detector_id`.
+//! only `vehicle_json` and `onvif_counter` topics feed its detector (a connected, quiet topic
+//! is an empty road), [`SourceItem::Progress`] when any `fiware` topic does. Interval-report
+//! lanes must not be marked alive (see the aggregator's notes on `mark_alive`, and the
+//! serial source's interval protocols); the progress mark still lets the pipeline's
+//! watermark advance when the device is quiet. A detector fed by both kinds thus gets no
+//! liveness for its per-vehicle lanes: give such topics their own `detector_id`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -85,6 +101,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::analytics::{self, Analytics, Detectors, RuleRoutes, ring_of};
 use super::replay::SourceReplay;
 use super::{RingSender, Source, SourceItem};
 use crate::aggregate::LaneMap;
@@ -133,6 +150,18 @@ impl RawMessage {
     }
 }
 
+/// What a topic's payloads are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TopicFormat {
+    /// The project's per-vehicle JSON events.
+    VehicleJson,
+    /// FIWARE `TrafficFlowObserved` entities (interval reports).
+    Fiware,
+    /// ONVIF event notifications; the index of the topic's [`RuleRoutes`] in
+    /// [`MqttPlan::rule_routes`].
+    OnvifCounter(usize),
+}
+
 /// One subscription, resolved.
 #[derive(Debug, Clone)]
 struct TopicPlan {
@@ -140,10 +169,9 @@ struct TopicPlan {
     qos: QoS,
     /// Ring of the topic's own detector (unmapped lanes go there).
     default_ring: usize,
-    /// (payload lane, ring index).
+    /// (payload lane, ring index); empty for `onvif_counter` (rules are routed by name).
     lanes: Vec<(u16, usize)>,
-    /// `fiware` (interval reports) rather than `vehicle_json`.
-    fiware: bool,
+    format: TopicFormat,
 }
 
 /// How a `[[mqtt]]` table maps onto detectors and rings.
@@ -152,6 +180,8 @@ pub struct MqttPlan {
     /// One ring per entry, in this order: (detector id, its lane map).
     pub detectors: Vec<(String, LaneMap)>,
     topics: Vec<TopicPlan>,
+    /// Per `onvif_counter` topic: where its rules' vehicles go.
+    rule_routes: Vec<RuleRoutes>,
     /// Per ring: true when a `fiware` topic feeds it (progress marks, never liveness).
     interval_rings: Vec<bool>,
     /// For `mqtts://`: the TLS client configuration (trusted CAs).
@@ -219,31 +249,41 @@ fn tls_config(src: &MqttSource) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-/// Resolves topics, lane maps and TLS trust; refuses what this build cannot run
-/// (`onvif_counter`, QoS 2) and lane maps that contradict each other.
+/// Resolves topics, lane maps and TLS trust; refuses what this build cannot run (QoS 2) and
+/// lane maps that contradict each other.
+///
+/// Numbered lane maps (`vehicle_json`, `fiware`) are resolved first; the rules of
+/// `onvif_counter` topics then get device lanes of their detectors above those numbers
+/// ([`analytics::route_rules`]), and each such topic a device lane no map of its detector
+/// names, for the events of other rules.
 pub fn plan(src: &MqttSource) -> anyhow::Result<MqttPlan> {
     let tls = if src.is_tls() {
         Some(tls_config(src)?)
     } else {
         None
     };
-    let mut detectors: Vec<(String, Vec<(u16, u16)>)> = Vec::new();
+    let mut detectors = Detectors::new();
     let mut topics = Vec::new();
     for t in &src.topics {
-        let fiware = match t.format {
-            PayloadFormat::VehicleJson => false,
-            PayloadFormat::Fiware => true,
-            other => bail!(
-                "topic {:?}: format {} is not supported by this build \
-                 (only vehicle_json and fiware)",
-                t.filter,
-                other.as_str()
-            ),
-        };
         let qos = match t.qos {
             0 => QoS::AtMostOnce,
             1 => QoS::AtLeastOnce,
             q => bail!("topic {:?}: QoS {q} is not supported", t.filter),
+        };
+        let format = match t.format {
+            PayloadFormat::VehicleJson => TopicFormat::VehicleJson,
+            PayloadFormat::Fiware => TopicFormat::Fiware,
+            // Routed below, once every numbered lane is known.
+            PayloadFormat::OnvifCounter => {
+                topics.push(TopicPlan {
+                    filter: t.filter.clone(),
+                    qos,
+                    default_ring: 0,
+                    lanes: Vec::new(),
+                    format: TopicFormat::OnvifCounter(0),
+                });
+                continue;
+            }
         };
         let topic_detector = t.detector_id.as_deref().unwrap_or(&src.id);
         let mut lanes = Vec::new();
@@ -277,11 +317,41 @@ pub fn plan(src: &MqttSource) -> anyhow::Result<MqttPlan> {
             qos,
             default_ring,
             lanes,
-            fiware,
+            format,
         });
     }
+    let mut rule_routes = Vec::new();
+    for (t, topic) in src.topics.iter().zip(topics.iter_mut()) {
+        if t.format != PayloadFormat::OnvifCounter {
+            continue;
+        }
+        let topic_detector = t.detector_id.as_deref().unwrap_or(&src.id);
+        let entries = t.lanes.as_ref().map_or(&[][..], |m| m.entries());
+        let (rules, default_ring) = analytics::route_rules(entries, topic_detector, &mut detectors)
+            .map_err(|e| anyhow!("topic {:?}: {e}", t.filter))?;
+        topic.default_ring = match default_ring.or_else(|| rules.first().map(|r| r.1)) {
+            Some(r) => r,
+            None => bail!("topic {:?} has no lanes", t.filter),
+        };
+        topic.format = TopicFormat::OnvifCounter(rule_routes.len());
+        rule_routes.push(RuleRoutes {
+            rules,
+            unmapped: None,
+        });
+    }
+    // Only now is every device lane of every detector known.
+    for topic in &topics {
+        if let TopicFormat::OnvifCounter(i) = topic.format
+            && let Some(routes) = rule_routes.get_mut(i)
+        {
+            let pairs = detectors
+                .get(topic.default_ring)
+                .map_or(&[][..], |d| &d.1[..]);
+            routes.unmapped = analytics::free_device_lane(pairs).map(|l| (topic.default_ring, l));
+        }
+    }
     let mut interval_rings = vec![false; detectors.len()];
-    for t in topics.iter().filter(|t| t.fiware) {
+    for t in topics.iter().filter(|t| t.format == TopicFormat::Fiware) {
         for ring in t.lanes.iter().map(|l| l.1).chain([t.default_ring]) {
             if let Some(r) = interval_rings.get_mut(ring) {
                 *r = true;
@@ -299,16 +369,9 @@ pub fn plan(src: &MqttSource) -> anyhow::Result<MqttPlan> {
     Ok(MqttPlan {
         detectors,
         topics,
+        rule_routes,
         interval_rings,
         tls,
-    })
-}
-
-/// The index of detector `id` in `detectors`, added when new.
-fn ring_of(id: &str, detectors: &mut Vec<(String, Vec<(u16, u16)>)>) -> usize {
-    detectors.iter().position(|d| d.0 == id).unwrap_or_else(|| {
-        detectors.push((id.to_owned(), Vec::new()));
-        detectors.len() - 1
     })
 }
 
@@ -362,6 +425,9 @@ pub struct Mqtt {
     log_limit: LogLimit,
     /// Messages of the bins open at the last stop, replayed before the first connection.
     replay: SourceReplay,
+    /// Per `onvif_counter` topic: its rules' routes and counter baselines (per topic name
+    /// and rule), kept across reconnections.
+    analytics: Vec<Analytics>,
 }
 
 /// A received message waiting for its raw record's fsync before its PUBACK.
@@ -401,6 +467,12 @@ impl Mqtt {
                 Arc::clone(tls),
             )));
         }
+        let analytics = plan
+            .rule_routes
+            .iter()
+            .cloned()
+            .map(Analytics::new)
+            .collect();
         Self {
             id: src.id.clone(),
             options,
@@ -412,6 +484,7 @@ impl Mqtt {
             max_record,
             log_limit: LogLimit::default(),
             replay,
+            analytics,
         }
     }
 
@@ -501,7 +574,6 @@ impl Mqtt {
             .topics
             .iter()
             .find(|t| filter_matches(&t.filter, topic_name))
-            .cloned()
         else {
             self.decode_error(topic_name, "unsupported", 0, "no subscription matches");
             return;
@@ -513,8 +585,8 @@ impl Mqtt {
                 .find(|l| l.0 == lane)
                 .map_or(topic.default_ring, |l| l.1)
         };
-        let decoded = if topic.fiware {
-            codecs::mqtt::decode_fiware(payload).map(|entities| {
+        let decoded = match topic.format {
+            TopicFormat::Fiware => codecs::mqtt::decode_fiware(payload).map(|entities| {
                 entities
                     .iter()
                     .map(|e| {
@@ -525,20 +597,31 @@ impl Mqtt {
                         (ring_of_lane(e.lane_id), item)
                     })
                     .collect::<Vec<_>>()
-            })
-        } else {
-            codecs::mqtt::decode_vehicle_events(payload).map(|events| {
-                events
-                    .iter()
-                    .map(|m| {
-                        let item = SourceItem::Vehicle {
-                            event: m.to_event(),
-                            arrival,
-                        };
-                        (ring_of_lane(m.lane), item)
-                    })
+            }),
+            TopicFormat::VehicleJson => {
+                codecs::mqtt::decode_vehicle_events(payload).map(|events| {
+                    events
+                        .iter()
+                        .map(|m| {
+                            let item = SourceItem::Vehicle {
+                                event: m.to_event(),
+                                arrival,
+                            };
+                            (ring_of_lane(m.lane), item)
+                        })
+                        .collect()
+                })
+            }
+            TopicFormat::OnvifCounter(i) => codecs::onvif::parse(payload).map(|doc| {
+                let mut out = Vec::new();
+                if let Some(a) = self.analytics.get_mut(i) {
+                    // Counters are kept per topic name: one filter may match many cameras.
+                    a.events(topic_name, &doc, &mut out);
+                }
+                out.into_iter()
+                    .map(|(ring, event)| (ring, SourceItem::Vehicle { event, arrival }))
                     .collect()
-            })
+            }),
         };
         match decoded {
             Ok(items) => {
@@ -682,7 +765,7 @@ mod tests {
     }
 
     #[test]
-    fn plans_one_ring_per_detector_and_refuses_what_cannot_run() {
+    fn plans_one_ring_per_detector() {
         let src = source(
             r#"
 [[mqtt]]
@@ -708,20 +791,52 @@ lanes = { 3 = 3 }
         assert_eq!(p.topics[1].qos, QoS::AtMostOnce);
 
         assert_eq!(p.interval_rings, [false, false]);
+        assert!(p.rule_routes.is_empty());
+    }
 
-        let onvif = source(
+    #[test]
+    fn onvif_counter_rules_get_device_lanes_of_their_own() {
+        // The ONVIF topic comes first, but its rules are numbered after the numbered lanes
+        // of the detector it shares with the radar topic below it.
+        let src = source(
             r#"
 [[mqtt]]
 id = "b"
 url = "mqtt://127.0.0.1"
 [[mqtt.topics]]
-filter = "f"
+filter = "cams/+/events"
 format = "onvif_counter"
-lanes = { 1 = 1 }
+detector_id = "cam"
+lanes = { "Lane1Crossing" = 1, "Lane2Count" = 2, "Far" = { lane = 4, detector_id = "radar" } }
+[[mqtt.topics]]
+filter = "radar/vehicles"
+format = "vehicle_json"
+detector_id = "radar"
+lanes = { 0 = 1, 1 = 2, 2 = 3 }
 "#,
         );
-        let err = plan(&onvif).unwrap_err().to_string();
-        assert!(err.contains("onvif_counter is not supported"), "{err}");
+        let p = plan(&src).unwrap();
+        let ids: Vec<&str> = p.detectors.iter().map(|d| d.0.as_str()).collect();
+        assert_eq!(ids, ["radar", "cam"]);
+        assert_eq!(p.detectors[0].1.pairs(), [(0, 1), (1, 2), (2, 3), (3, 4)]);
+        assert_eq!(p.detectors[1].1.pairs(), [(1, 1), (2, 2)]);
+        assert_eq!(p.topics[0].format, TopicFormat::OnvifCounter(0));
+        assert_eq!(p.topics[0].default_ring, 1);
+        assert_eq!(
+            p.rule_routes,
+            [RuleRoutes {
+                rules: vec![
+                    ("Far".into(), 0, 3),
+                    ("Lane1Crossing".into(), 1, 1),
+                    ("Lane2Count".into(), 1, 2),
+                ],
+                // Other rules go to the topic's detector, on a lane its map does not name.
+                unmapped: Some((1, 0)),
+            }]
+        );
+        let unmapped = p.rule_routes[0].unmapped.unwrap();
+        assert_eq!(p.detectors[1].1.road_lane(unmapped.1), None);
+        assert_eq!(p.interval_rings, [false, false]);
     }
 
     #[test]
@@ -747,6 +862,6 @@ lanes = { 1 = 1, 2 = 2 }
         let ids: Vec<&str> = p.detectors.iter().map(|d| d.0.as_str()).collect();
         assert_eq!(ids, ["radar", "loops"]);
         assert_eq!(p.interval_rings, [false, true]);
-        assert!(p.topics[1].fiware);
+        assert_eq!(p.topics[1].format, TopicFormat::Fiware);
     }
 }

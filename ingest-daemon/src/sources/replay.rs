@@ -21,8 +21,15 @@
 //!   ([`SourceReplay::is_redelivery`]); it is still spooled and acknowledged.
 //!   A DUP message without a match (a message never received before) counts normally.
 //!
+//! - **State.** Replayed messages go through the same decoding as live ones, so the
+//!   baselines of `onvif_counter` running counts are rebuilt from the window's messages
+//!   (their vehicles in spooled bins are late and dropped, as above) before the first live
+//!   message is counted against them.
+//!
 //! What the replay cannot restore: liveness between messages before the stop (the marks
-//! are not spooled), so a replayed bin of sparse traffic may be flagged INSUFFICIENT.
+//! are not spooled), so a replayed bin of sparse traffic may be flagged INSUFFICIENT; and
+//! the baseline of a counter that sent nothing during the window (its first message after
+//! the start only sets the baseline again).
 
 use std::collections::HashMap;
 

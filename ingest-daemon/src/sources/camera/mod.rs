@@ -14,7 +14,6 @@
 //! and then its live frames through a bounded channel with `try_send`; a clip whose writer
 //! falls behind is abandoned (counted), never the camera.
 
-pub mod analytics;
 pub mod health;
 pub mod ring;
 
@@ -37,9 +36,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use url::Url;
 
-use self::analytics::Analytics;
 use self::health::{CameraHealth, RateMeter};
 use self::ring::VideoRing;
+use super::analytics::Analytics;
 use super::{RingSender, Source, SourceItem};
 use crate::clips::{self, ActiveClip, ClipJob, ClipRequest};
 use crate::clock::{PipelineClock, wall_now};
@@ -313,7 +312,12 @@ impl Camera {
         let triggered = doc.events.iter().any(|e| self.clip_rules.contains(&e.rule));
         if let Some((analytics, rings)) = self.analytics.as_mut() {
             let mut out = Vec::new();
-            analytics.events(&doc, h, &mut out);
+            // One stream per session: `reset` at each session start forgets the counters.
+            let tally = analytics.events("", &doc, &mut out);
+            h.vehicle_objects_total
+                .fetch_add(tally.vehicle_objects, Ordering::Relaxed);
+            h.non_vehicle_crossings_total
+                .fetch_add(tally.non_vehicle_crossings, Ordering::Relaxed);
             let arrival = self.clock.now();
             for (ring, event) in out {
                 if let Some(tx) = rings.get_mut(ring) {
