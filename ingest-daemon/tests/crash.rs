@@ -583,7 +583,9 @@ fn a_spool_full_of_samples_evicts_the_oldest_samples_and_keeps_running() {
     // The oldest went, the newest (everything this run printed) stayed, in order.
     let rows = spool_export(tmp.path(), &spool);
     assert!(rows.windows(2).all(|w| w[0].seq < w[1].seq));
-    assert!(rows[0].seq > first_run.last().unwrap().seq);
+    // The first run's samples were the oldest: eviction began with them (how many of them
+    // went depends on how much this run wrote, which a slow CPU makes less).
+    assert!(rows[0].seq > first_run[0].seq);
     assert_eq!(rows[rows.len() - printed.len()..], printed[..]);
     assert!(printed[0].seq > last_prefill);
 }
