@@ -22,6 +22,11 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
             "access-token generation per user, bumped and announced by triggers",
             include_str!("../migrations/0003_token_generation.sql"),
         ),
+        Migration::sql(
+            4,
+            "refresh tokens retired by rotation told apart from revoked ones",
+            include_str!("../migrations/0004_refresh_rotation.sql"),
+        ),
     ],
 };
 

@@ -343,7 +343,7 @@ async fn the_binary_migrates_bootstraps_serves_and_stops() {
     assert!(ok, "{text}");
     assert!(
         text.contains("central-sync: applied [1, 2, 3]")
-            && text.contains("central-api: applied [1, 2, 3]"),
+            && text.contains("central-api: applied [1, 2, 3, 4]"),
         "{text}"
     );
     let (ok, text) = run_cli(&["migrate", "--config", cfg], "");

@@ -101,6 +101,7 @@ async fn anyone_signs_up_as_public_and_only_admins_make_other_roles() {
 
 #[tokio::test]
 async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
+    // The reuse counter is read before and after: no other test of this binary reuses.
     let api = TestApp::shared().api();
     let s = api.login_as(Role::Analyst).await;
     let refresh = |token: String| {
@@ -113,6 +114,16 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
             .await
         }
     };
+    let reuses = || {
+        let api = api.clone();
+        async move {
+            let text = api.get_text("/metrics").await;
+            text.lines()
+                .find_map(|l| l.strip_prefix("central_api_refresh_token_reuse_total "))
+                .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+        }
+    };
+    let before = reuses().await;
     let (status, first) = refresh(s.refresh_token.clone()).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_ne!(first["refresh_token"], s.refresh_token.as_str());
@@ -126,6 +137,23 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = refresh("made-up".to_owned()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let after_reuse = reuses().await;
+    assert!(
+        after_reuse > before,
+        "a rotated token presented again is counted as reuse"
+    );
+
+    // A token revoked by logout-all is stale, not copied: refused, but no reuse alarm.
+    let s2 = api.login(&s.username, PASSWORD).await;
+    let (status, _) = send(api.post("/api/auth/logout-all/", Some(&s2.token))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = refresh(s2.refresh_token.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        reuses().await,
+        after_reuse,
+        "logout-all's tokens are not a reuse"
+    );
 
     // Logout revokes.
     let s = api.login(&s.username, PASSWORD).await;

@@ -192,7 +192,7 @@ async fn refresh(
     let subject = lock_for_tokens(&tx, user_id).await?;
     let Some(row) = tx
         .query_opt(
-            "SELECT id, family, revoked_at IS NOT NULL, expires_at < now() \
+            "SELECT id, family, revoked_at IS NOT NULL, expires_at < now(), rotated \
              FROM refresh_token WHERE token_hash = $1 FOR UPDATE",
             &[&hash],
         )
@@ -200,9 +200,15 @@ async fn refresh(
     else {
         return Err(ApiError::Unauthorized(BAD_REFRESH));
     };
-    let (id, family, revoked, expired): (i64, i64, bool, bool) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (id, family, revoked, expired, rotated): (i64, i64, bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    if revoked && !rotated {
+        // Logged out, or revoked with its user: a stale client, not a theft.
+        return Err(ApiError::Unauthorized(BAD_REFRESH));
+    }
     if revoked {
+        // A token already rotated, presented again: someone holds a copy.
+        metrics::counter!("central_api_refresh_token_reuse_total").increment(1);
         tx.execute(
             "UPDATE refresh_token SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL",
             &[&family],
@@ -211,7 +217,7 @@ async fn refresh(
         tx.commit().await?;
         tracing::warn!(
             user_id,
-            "a revoked refresh token was used again; its family is revoked"
+            "a rotated refresh token was used again (a copy?); its family is revoked"
         );
         return Err(ApiError::Unauthorized(BAD_REFRESH));
     }
@@ -222,7 +228,7 @@ async fn refresh(
         return Err(ApiError::Unauthorized(BAD_REFRESH));
     };
     tx.execute(
-        "UPDATE refresh_token SET revoked_at = now() WHERE id = $1",
+        "UPDATE refresh_token SET revoked_at = now(), rotated = true WHERE id = $1",
         &[&id],
     )
     .await?;
