@@ -2,6 +2,8 @@
 # Sourced by scripts/test and scripts/cross-build: installs the Debian packages the test
 # suites drive when they are missing (as root, or through sudo). SKIP_INSTALL=1 only
 # names them and fails.
+# shellcheck source=scripts/lib/throwaway-pg.sh
+. "$(dirname "${BASH_SOURCE[0]}")/throwaway-pg.sh"   # pg_bin
 declare -F have >/dev/null || have() { command -v "$1" >/dev/null 2>&1; }
 declare -F step >/dev/null || step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -12,7 +14,6 @@ install_test_packages() {
     # root); mosquitto: the broker and mosquitto_passwd; mosquitto-clients: mosquitto_pub and
     # mosquitto_sub; socat: pty pairs; openssl: throwaway TLS certificates; GStreamer and ffmpeg:
     # see the camera tests below. (coreutils' stdbuf and libc-bin's getent are essential.)
-    pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
     local need_pkgs=() sudo=()
     { [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ] && [ -x "$(pg_bin)/psql" ]; } || need_pkgs+=(postgresql)
     [ "$(id -u)" != 0 ] || getent passwd postgres >/dev/null || need_pkgs+=(postgresql)
